@@ -1,0 +1,194 @@
+//! Secret values in the config: `"literal"`, `{ env = "VAR" }`, `{ file = "/path" }` or
+//! `{ credential = "name" }` (SPEC §3). The raw form is parsed by serde with a small visitor
+//! (an untagged enum would lose the error location); [`SecretValueConfig::resolve`] reads the
+//! value during validation. Resolved values are [`secrecy::SecretString`]s, whose `Debug`
+//! prints a redaction marker, so a secret never reaches a log line by accident.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// Where a secret comes from, as written in the config.
+#[derive(Clone)]
+pub enum SecretValueConfig {
+    /// The value itself, written in the config file.
+    Literal(SecretString),
+    /// An environment variable of the tokend process.
+    Env(String),
+    /// A file; one trailing newline (`\n` or `\r\n`) is trimmed.
+    File(PathBuf),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>` (`LoadCredential=`).
+    Credential(String),
+}
+
+impl PartialEq for SecretValueConfig {
+    fn eq(&self, other: &Self) -> bool {
+        use SecretValueConfig::*;
+        match (self, other) {
+            (Literal(a), Literal(b)) => a.expose_secret() == b.expose_secret(),
+            (Env(a), Env(b)) | (Credential(a), Credential(b)) => a == b,
+            (File(a), File(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for SecretValueConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretValueConfig::Literal(_) => f.write_str("Literal([REDACTED])"),
+            SecretValueConfig::Env(var) => write!(f, "Env({var:?})"),
+            SecretValueConfig::File(path) => write!(f, "File({path:?})"),
+            SecretValueConfig::Credential(name) => write!(f, "Credential({name:?})"),
+        }
+    }
+}
+
+impl SecretValueConfig {
+    /// True for a value written in the config file itself (SPEC §3: warn when the file is
+    /// readable by group or others).
+    pub fn is_literal(&self) -> bool {
+        matches!(self, SecretValueConfig::Literal(_))
+    }
+
+    /// Reads the secret. Errors name the source (variable, path), never the value.
+    pub fn resolve(&self, base_dir: &Path) -> Result<SecretString, String> {
+        match self {
+            SecretValueConfig::Literal(value) => Ok(value.clone()),
+            SecretValueConfig::Env(var) => match std::env::var(var) {
+                Ok(value) => Ok(SecretString::from(value)),
+                Err(std::env::VarError::NotPresent) => {
+                    Err(format!("environment variable {var:?} is not set"))
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(format!("environment variable {var:?} is not valid UTF-8"))
+                }
+            },
+            SecretValueConfig::File(path) => read_secret_file(&base_dir.join(path)),
+            SecretValueConfig::Credential(name) => {
+                if name.is_empty() || name.contains('/') {
+                    return Err(format!(
+                        "credential name {name:?} must be a plain file name"
+                    ));
+                }
+                let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                    return Err(format!(
+                        "credential {name:?}: $CREDENTIALS_DIRECTORY is not set \
+                         (use LoadCredential= in the systemd unit)"
+                    ));
+                };
+                read_secret_file(&Path::new(&dir).join(name))
+            }
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    let mut text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(SecretString::from(text))
+}
+
+impl<'de> Deserialize<'de> for SecretValueConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+impl<'de> Visitor<'de> for SecretVisitor {
+    type Value = SecretValueConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a secret value: a string, { env = \"VAR\" }, { file = \"/path\" } \
+             or { credential = \"name\" }",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(SecretValueConfig::Literal(SecretString::from(value)))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
+        Ok(SecretValueConfig::Literal(SecretString::from(value)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(de::Error::custom(
+                "empty table: expected one of `env`, `file` or `credential`",
+            ));
+        };
+        let value: String = map.next_value()?;
+        let secret = match key.as_str() {
+            "env" => SecretValueConfig::Env(value),
+            "file" => SecretValueConfig::File(PathBuf::from(value)),
+            "credential" => SecretValueConfig::Credential(value),
+            other => {
+                return Err(de::Error::unknown_field(
+                    other,
+                    &["env", "file", "credential"],
+                ));
+            }
+        };
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(de::Error::custom(format!(
+                "unexpected key `{extra}`: a secret value takes exactly one of `env`, `file` or `credential`"
+            )));
+        }
+        Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    struct Holder {
+        s: SecretValueConfig,
+    }
+
+    #[test]
+    fn parses_every_form_and_redacts_literals() {
+        let h: Holder = toml::from_str(r#"s = "hunter2""#).unwrap();
+        assert!(h.s.is_literal());
+        assert!(!format!("{h:?}").contains("hunter2"), "{h:?}");
+        let h: Holder = toml::from_str(r#"s = { env = "X" }"#).unwrap();
+        assert_eq!(h.s, SecretValueConfig::Env("X".into()));
+        let h: Holder = toml::from_str(r#"s = { file = "/p" }"#).unwrap();
+        assert_eq!(h.s, SecretValueConfig::File("/p".into()));
+        let h: Holder = toml::from_str(r#"s = { credential = "c" }"#).unwrap();
+        assert_eq!(h.s, SecretValueConfig::Credential("c".into()));
+    }
+
+    #[test]
+    fn rejects_unknown_and_extra_keys() {
+        let e = toml::from_str::<Holder>(r#"s = { envv = "X" }"#).unwrap_err();
+        assert!(e.to_string().contains("envv"), "{e}");
+        let e = toml::from_str::<Holder>(r#"s = { env = "X", file = "y" }"#).unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        assert!(toml::from_str::<Holder>("s = 3").is_err());
+    }
+
+    #[test]
+    fn file_secret_trims_one_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("tokend-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "abc\n\n").unwrap();
+        let s = SecretValueConfig::File("pw".into()).resolve(&dir).unwrap();
+        assert_eq!(s.expose_secret(), "abc\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,141 @@
+//! Crash-safe file replacement, shared by the file sink and the state files (SPEC §4
+//! "Atomic writes"): write a temporary file in the same directory (`O_EXCL`), set mode and
+//! owner on its descriptor, fsync, rename over the target, fsync the directory. A reader
+//! sees the old complete file or the new complete file, never a partial or empty one, even
+//! after SIGKILL or on a full disk (the temporary file is removed and the old file stays).
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode and ownership applied to every write, not only the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileAttrs {
+    /// Permission bits, e.g. `0o600`. Applied with fchmod, so the umask does not matter.
+    pub mode: u32,
+    /// Owner to set with fchown (needs privilege).
+    pub uid: Option<u32>,
+    /// Group to set with fchown (needs privilege or membership).
+    pub gid: Option<u32>,
+}
+
+impl FileAttrs {
+    /// `0600`, owner unchanged: the default for token files and state.
+    pub const PRIVATE: FileAttrs = FileAttrs {
+        mode: 0o600,
+        uid: None,
+        gid: None,
+    };
+}
+
+/// Atomically replaces `path` with `contents`. Errors name the path.
+pub fn atomic_write(path: &Path, contents: &[u8], attrs: FileAttrs) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    let tmp = temp_path(dir, &name.to_string_lossy());
+    let result = write_then_rename(&tmp, path, dir, contents, attrs);
+    if result.is_err() {
+        // Best effort: never leave a stray temporary file (it may hold a token).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+}
+
+fn write_then_rename(
+    tmp: &Path,
+    path: &Path,
+    dir: &Path,
+    contents: &[u8],
+    attrs: FileAttrs,
+) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true) // O_EXCL: never follow or reuse someone else's file
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(tmp)?;
+    if attrs.uid.is_some() || attrs.gid.is_some() {
+        std::os::unix::fs::fchown(&file, attrs.uid, attrs.gid)?;
+    }
+    // After fchown, which may clear set-id bits; fchmod ignores the umask.
+    file.set_permissions(Permissions::from_mode(attrs.mode))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    let nonce: u64 = rand::random();
+    dir.join(format!(".{name}.{}.{nonce:016x}.tmp", std::process::id()))
+}
+
+/// Creates `dir` (and parents) if missing and sets its mode (state dir: `0700`).
+pub fn ensure_private_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, Permissions::from_mode(mode)))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create directory {}: {e}", dir.display()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn writes_with_exact_mode_whatever_the_umask_and_leaves_no_temp_files() {
+        let dir = std::env::temp_dir().join(format!("tokend-fsutil-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.token");
+        atomic_write(
+            &path,
+            b"one\n",
+            FileAttrs {
+                mode: 0o640,
+                uid: None,
+                gid: None,
+            },
+        )
+        .unwrap();
+        atomic_write(
+            &path,
+            b"two\n",
+            FileAttrs {
+                mode: 0o604,
+                uid: None,
+                gid: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o604);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failure_names_the_path() {
+        let e =
+            atomic_write(Path::new("/nonexistent-dir/x"), b"x", FileAttrs::PRIVATE).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-dir/x"), "{e}");
+    }
+}

@@ -1,0 +1,319 @@
+//! `type = "file"`: the token in a local file, replaced atomically on every refresh
+//! (SPEC §3 "Sink formats", §4 "Atomic writes"). Formats: `raw`, `bearer`, `json`, `env`,
+//! `template`. Mode (default `0600`), owner and group are applied on every write.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::{SinkContext, SinkError, TokenDocument, WriteOutcome};
+use crate::config::error::Validator;
+use crate::fsutil::{FileAttrs, atomic_write};
+
+/// `[[account.sink]] type = "file"` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Where the token goes; relative paths are relative to the config file.
+    pub path: PathBuf,
+    /// `raw` (default), `bearer`, `json`, `env` or `template`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Octal mode as a string, e.g. `"0640"`; default `"0600"`.
+    #[serde(default)]
+    pub mode: Option<toml::Value>,
+    /// Owner user name or uid.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group name or gid.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The key for `format = "env"` (default `TOKEN`).
+    #[serde(default)]
+    pub env_var: Option<String>,
+    /// The template for `format = "template"` (minijinja syntax).
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// How the file's content is produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    /// The token and a newline.
+    Raw,
+    /// `Bearer <token>\n`.
+    Bearer,
+    /// The `json` document and a newline.
+    Json,
+    /// `KEY=<token>\n`.
+    Env(String),
+    /// A minijinja template over the `json` document's fields.
+    Template(String),
+}
+
+/// A built file sink.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    format: Format,
+    attrs: FileAttrs,
+}
+
+impl FileSinkConfig {
+    /// Validates and builds (no I/O besides user and group look-ups).
+    pub fn build(&self, v: &mut Validator<'_>, _ctx: &SinkContext) -> Option<FileSink> {
+        let mut ok = true;
+        let path = v.base_dir().join(&self.path);
+        if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
+            v.error(
+                "path",
+                format!("{:?} is not a file path", self.path.display().to_string()),
+            );
+            ok = false;
+        }
+        let format = match self.format.as_deref().unwrap_or("raw") {
+            "raw" => Format::Raw,
+            "bearer" => Format::Bearer,
+            "json" => Format::Json,
+            "env" => {
+                let key = self.env_var.clone().unwrap_or_else(|| "TOKEN".into());
+                if key.is_empty()
+                    || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || key.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    v.error(
+                        "env_var",
+                        format!("{key:?} is not a valid environment variable name"),
+                    );
+                    ok = false;
+                }
+                Format::Env(key)
+            }
+            "template" => match &self.template {
+                Some(t) => {
+                    if let Err(e) = minijinja::Environment::new().template_from_str(t) {
+                        v.error("template", format!("invalid template: {e}"));
+                        ok = false;
+                    }
+                    Format::Template(t.clone())
+                }
+                None => {
+                    v.error("template", "format = \"template\" needs a `template`");
+                    ok = false;
+                    Format::Raw
+                }
+            },
+            other => {
+                v.error(
+                    "format",
+                    format!(
+                        "{other:?} is not a format: expected raw, bearer, json, env or template"
+                    ),
+                );
+                ok = false;
+                Format::Raw
+            }
+        };
+        if self.env_var.is_some() && !matches!(format, Format::Env(_)) {
+            v.error("env_var", "only used with format = \"env\"");
+            ok = false;
+        }
+        if self.template.is_some() && !matches!(format, Format::Template(_)) {
+            v.error("template", "only used with format = \"template\"");
+            ok = false;
+        }
+        let mode = match &self.mode {
+            None => Some(0o600),
+            Some(value) => report(v, "mode", parse_mode(value)),
+        };
+        let uid = match &self.owner {
+            None => Some(None),
+            Some(name) => report(v, "owner", lookup_user(name)).map(Some),
+        };
+        let gid = match &self.group {
+            None => Some(None),
+            Some(name) => report(v, "group", lookup_group(name)).map(Some),
+        };
+        let (Some(mode), Some(uid), Some(gid), true) = (mode, uid, gid, ok) else {
+            return None;
+        };
+        Some(FileSink {
+            path,
+            format,
+            attrs: FileAttrs { mode, uid, gid },
+        })
+    }
+}
+
+/// Reports an error result against `field`, keeping the value of an `Ok`.
+fn report<T>(v: &mut Validator<'_>, field: &str, result: Result<T, String>) -> Option<T> {
+    result.map_err(|message| v.error(field, message)).ok()
+}
+
+/// Parses an octal mode string (`"0640"`, `"640"`). A bare TOML integer is rejected as
+/// ambiguous (SPEC §4): `mode = 0640` would be read as decimal 640 by TOML.
+pub fn parse_mode(value: &toml::Value) -> Result<u32, String> {
+    match value {
+        toml::Value::String(s) => {
+            let digits = s.strip_prefix("0o").unwrap_or(s);
+            if (3..=4).contains(&digits.len()) && digits.chars().all(|c| ('0'..='7').contains(&c)) {
+                u32::from_str_radix(digits, 8).map_err(|_| format!("{s:?} is not an octal mode"))
+            } else {
+                Err(format!(
+                    "{s:?} is not an octal mode: expected 3 or 4 octal digits, e.g. \"0640\""
+                ))
+            }
+        }
+        toml::Value::Integer(i) => Err(format!(
+            "the bare integer {i} is ambiguous (TOML reads it as decimal): write the mode as an octal string, e.g. mode = \"0640\""
+        )),
+        other => Err(format!(
+            "expected an octal mode string such as \"0640\", found {}",
+            other.type_str()
+        )),
+    }
+}
+
+fn lookup_user(name: &str) -> Result<u32, String> {
+    if let Ok(uid) = name.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no such user {name:?}")),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+    }
+}
+
+fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no such group {name:?}")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
+}
+
+impl FileSink {
+    /// The file this sink writes.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// `file:<path>`.
+    pub fn label(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
+    /// Renders the file's content.
+    pub fn render(&self, doc: &TokenDocument, now: SystemTime) -> Result<String, SinkError> {
+        let token = doc.access_token.expose_secret();
+        Ok(match &self.format {
+            Format::Raw => format!("{token}\n"),
+            Format::Bearer => format!("Bearer {token}\n"),
+            Format::Json => format!("{}\n", doc.json(now)),
+            Format::Env(key) => format!("{key}={token}\n"),
+            Format::Template(t) => {
+                let ctx = minijinja::context! {
+                    access_token => token,
+                    token_type => &doc.token_type,
+                    expires_at => doc.expires_at_rfc3339(),
+                    expires_in => doc.expires_in(now),
+                    account => &doc.account,
+                    provider => &doc.provider,
+                };
+                minijinja::Environment::new()
+                    .render_str(t, ctx)
+                    .map_err(|e| {
+                        SinkError::Permanent(format!(
+                            "{}: template failed: {}",
+                            self.label(),
+                            e.kind()
+                        ))
+                    })?
+            }
+        })
+    }
+
+    /// Replaces the file atomically, applying mode and ownership.
+    pub async fn write(&self, doc: &TokenDocument) -> Result<WriteOutcome, SinkError> {
+        let content = self.render(doc, SystemTime::now())?;
+        let path = self.path.clone();
+        let attrs = self.attrs;
+        tokio::task::spawn_blocking(move || atomic_write(&path, content.as_bytes(), attrs))
+            .await
+            .map_err(|e| SinkError::Transient(format!("file write task failed: {e}")))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
+                    SinkError::Permanent(e.to_string())
+                }
+                _ => SinkError::Transient(e.to_string()),
+            })?;
+        Ok(WriteOutcome::Written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_must_be_octal_strings() {
+        assert_eq!(parse_mode(&toml::Value::String("0640".into())), Ok(0o640));
+        assert_eq!(parse_mode(&toml::Value::String("600".into())), Ok(0o600));
+        assert!(
+            parse_mode(&toml::Value::String("0999".into()))
+                .unwrap_err()
+                .contains("not an octal mode")
+        );
+        assert!(
+            parse_mode(&toml::Value::Integer(640))
+                .unwrap_err()
+                .contains("ambiguous")
+        );
+    }
+
+    #[test]
+    fn formats_render_as_documented() {
+        let doc = TokenDocument {
+            account: "a".into(),
+            provider: "p".into(),
+            access_token: "T".to_string().into(),
+            token_type: "Bearer".into(),
+            expires_at: SystemTime::UNIX_EPOCH,
+        };
+        let sink = |format| FileSink {
+            path: "x".into(),
+            format,
+            attrs: FileAttrs::PRIVATE,
+        };
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(sink(Format::Raw).render(&doc, now).unwrap(), "T\n");
+        assert_eq!(
+            sink(Format::Bearer).render(&doc, now).unwrap(),
+            "Bearer T\n"
+        );
+        assert_eq!(
+            sink(Format::Env("API".into())).render(&doc, now).unwrap(),
+            "API=T\n"
+        );
+        assert_eq!(
+            sink(Format::Template(
+                "{{ account }}:{{ access_token }}:{{ expires_at }}".into()
+            ))
+            .render(&doc, now)
+            .unwrap(),
+            "a:T:1970-01-01T00:00:00Z"
+        );
+        assert!(
+            sink(Format::Json)
+                .render(&doc, now)
+                .unwrap()
+                .ends_with("}\n")
+        );
+    }
+}
