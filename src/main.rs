@@ -1,1 +1,30 @@
-fn main() {}
+//! The `tokend` binary: parses the command line and maps errors to exit codes
+//! (0 ok, 1 runtime failure, 2 usage or configuration error).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokend::cli::{self, Cli, UsageError};
+use tokend::config::ConfigErrors;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(errors) = e.downcast_ref::<ConfigErrors>() {
+                eprintln!("tokend: {}:", e);
+                for err in &errors.0 {
+                    eprintln!("{err}");
+                }
+                return ExitCode::from(2);
+            }
+            eprintln!("tokend: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -273,6 +273,121 @@ fn span_of(text: &str, path: &[Seg]) -> Option<usize> {
     best
 }
 
+/// The key path (as users read it) of the deepest key whose value contains `offset`, for
+/// serde errors, which carry a span but no path. When `field` is given (an unknown key that
+/// serde reports against its whole table), also returns the offset of that key inside the
+/// deepest table, so the error points at the typo itself.
+pub fn path_at(text: &str, offset: usize, field: Option<&str>) -> (String, Option<usize>) {
+    let Ok(root) = DeTable::parse(text) else {
+        return (String::new(), None);
+    };
+    let mut shown = String::new();
+    let mut table = root.get_ref();
+    'outer: loop {
+        for (key, value) in table.iter() {
+            let key_name = key.get_ref().as_ref();
+            if let DeValue::Array(items) = value.get_ref() {
+                if let Some((i, item)) = items
+                    .iter()
+                    .enumerate()
+                    .find(|(_, it)| extent(it).contains(&offset))
+                {
+                    shown = join_shown(&shown, &array_item_name(key_name, i, item.get_ref()));
+                    if let DeValue::Table(t) = item.get_ref() {
+                        table = t;
+                        continue 'outer;
+                    }
+                    break 'outer;
+                }
+                continue;
+            }
+            let in_key = key.span().contains(&offset);
+            if !(extent(value).contains(&offset) || in_key) {
+                continue;
+            }
+            shown = join_shown(&shown, key_name);
+            match value.get_ref() {
+                DeValue::Table(t) if !in_key => {
+                    table = t;
+                    continue 'outer;
+                }
+                _ => break 'outer,
+            }
+        }
+        break;
+    }
+    let Some(field) = field else {
+        return (shown, None);
+    };
+    if let Some((k, _)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == field) {
+        return (join_shown(&shown, field), Some(k.span().start));
+    }
+    // serde's span may cover a whole array of tables; a key named `field` that occurs once
+    // in the file is the one.
+    let mut hits = Vec::new();
+    find_keys(root.get_ref(), field, String::new(), &mut hits);
+    match hits.as_slice() {
+        [(path, at)] => (path.clone(), Some(*at)),
+        _ => (shown, None),
+    }
+}
+
+fn find_keys(table: &DeTable<'_>, field: &str, shown: String, hits: &mut Vec<(String, usize)>) {
+    for (key, value) in table.iter() {
+        let name = key.get_ref().as_ref();
+        if name == field {
+            hits.push((join_shown(&shown, name), key.span().start));
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => find_keys(t, field, join_shown(&shown, name), hits),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let DeValue::Table(t) = item.get_ref() {
+                        find_keys(
+                            t,
+                            field,
+                            join_shown(&shown, &array_item_name(name, i, item.get_ref())),
+                            hits,
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The byte range a value really covers: `[[array.of.tables]]` items are spanned by their
+/// header only, so take the union with everything inside.
+fn extent(value: &toml::Spanned<DeValue<'_>>) -> std::ops::Range<usize> {
+    let mut range = value.span();
+    let mut widen = |r: std::ops::Range<usize>| {
+        range.start = range.start.min(r.start);
+        range.end = range.end.max(r.end);
+    };
+    match value.get_ref() {
+        DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                widen(k.span());
+                widen(extent(v));
+            }
+        }
+        DeValue::Array(items) => items.iter().for_each(|it| widen(extent(it))),
+        _ => {}
+    }
+    range
+}
+
+fn array_item_name(key: &str, index: usize, item: &DeValue<'_>) -> String {
+    if let (true, DeValue::Table(t)) = (key == "account", item)
+        && let Some((_, name)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "name")
+        && let DeValue::String(n) = name.get_ref()
+    {
+        return format!("account {:?}", n.as_ref());
+    }
+    format!("{key}[{index}]")
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());

@@ -1,0 +1,362 @@
+//! Work on one account, shared by `tokend once` and the daemon's account tasks:
+//! [`obtain`] a token (refresh token first, login when it is rejected, SPEC §4), persist it,
+//! [`publish`] it to the sinks and run the `notify` hooks. The daemon adds timing
+//! around these (`crate::daemon`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use secrecy::ExposeSecret;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::config::{Account, Notify};
+use crate::provider::{Obtained, ProviderError, Via};
+use crate::sink::{Sink, SinkError, TokenDocument, WriteOutcome};
+use crate::state::{AccountState, StateStore, StoredSecret, StoredToken, from_ms, to_ms};
+
+/// What every account's work shares: the state store, HTTP clients and the global bound on
+/// requests in flight (`max_concurrent_requests`).
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// State files.
+    pub store: StateStore,
+    /// HTTP clients.
+    pub clients: Arc<HttpClients>,
+    /// Bound on provider requests in flight across the daemon.
+    pub limiter: Arc<Semaphore>,
+}
+
+impl Services {
+    /// Services for a state dir and a request bound.
+    pub fn new(state_dir: &Path, max_concurrent_requests: usize) -> Self {
+        Services {
+            store: StateStore::new(state_dir),
+            clients: Arc::new(HttpClients::default()),
+            limiter: Arc::new(Semaphore::new(max_concurrent_requests)),
+        }
+    }
+}
+
+/// reqwest clients, one per distinct `ca_file`, so connections are pooled across accounts
+/// of one provider.
+#[derive(Debug, Default)]
+pub struct HttpClients {
+    cache: Mutex<HashMap<Option<PathBuf>, reqwest::Client>>,
+}
+
+impl HttpClients {
+    /// The client trusting the system roots plus `ca_file`.
+    pub fn get(&self, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+        let key = ca_file.map(Path::to_path_buf);
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("client cache lock is never poisoned");
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        cache.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// Loads an account's state, starting afresh (and saying why) when it is missing, corrupt
+/// or from other credentials.
+pub fn load_state(account: &Account, store: &StateStore) -> AccountState {
+    let (state, why) = store.load(&account.name, &account.fingerprint);
+    if let Some(why) = why {
+        warn!(account = %account.name, "{why}");
+    }
+    let mut state = state.unwrap_or_else(|| {
+        AccountState::new(&account.name, &account.provider.name, &account.fingerprint)
+    });
+    // Sinks that are no longer configured leave status.
+    let labels: Vec<String> = account.sinks.iter().map(|s| s.label()).collect();
+    state.sinks.retain(|k, _| labels.contains(k));
+    state
+}
+
+fn persist(store: &StateStore, state: &AccountState) -> Result<(), ProviderError> {
+    store.save(state).map_err(|e| ProviderError::Malformed {
+        message: format!("cannot save state: {e}"),
+    })
+}
+
+/// Obtains a new token: the refresh exchange with a held, unexpired refresh token first; a
+/// full login when there is none or the provider rejects it. The state (with any rotated
+/// refresh token) is saved with fsync before this returns, i.e. before anything is published.
+pub async fn obtain(
+    account: &Account,
+    state: &mut AccountState,
+    svc: &Services,
+) -> Result<Obtained, ProviderError> {
+    let provider = &account.provider;
+    let client = svc
+        .clients
+        .get(account.ca_file.as_deref())
+        .map_err(|message| ProviderError::Malformed { message })?;
+    let _permit = svc
+        .limiter
+        .acquire()
+        .await
+        .expect("the request semaphore is never closed");
+    let now = SystemTime::now();
+    if state.refresh_in_flight && provider.login_sends_refresh_token() {
+        // Logging in would send an even older token: retry the held one.
+        state.refresh_in_flight = false;
+    }
+    let held = state.usable_refresh_token(now).cloned();
+    if let (Some(refresh_token), true) = (held, provider.can_refresh()) {
+        if provider.rotates() {
+            // Mark the token as possibly spent before sending it: if we crash or lose the
+            // answer, it is never sent again (SPEC §4 "never reuses a spent one").
+            state.refresh_in_flight = true;
+            persist(&svc.store, state)?;
+        }
+        match provider.refresh(&client, &refresh_token).await {
+            Ok(obtained) => {
+                state.refreshes += 1;
+                apply(state, &obtained);
+                persist(&svc.store, state)?;
+                return Ok(obtained);
+            }
+            Err(ProviderError::Rejected { message }) => {
+                warn!(account = %account.name, error = %message, "refresh token rejected; logging in");
+                state.refresh_token = None;
+                state.refresh_expires_at_ms = None;
+                state.refresh_in_flight = false;
+            }
+            Err(e) => {
+                if !e.maybe_processed() {
+                    state.refresh_in_flight = false;
+                }
+                record_failure(state, &e);
+                persist(&svc.store, state)?;
+                return Err(e);
+            }
+        }
+    }
+    match provider.login(&client).await {
+        Ok(obtained) => {
+            state.logins += 1;
+            apply(state, &obtained);
+            persist(&svc.store, state)?;
+            Ok(obtained)
+        }
+        Err(e) => {
+            record_failure(state, &e);
+            persist(&svc.store, state)?;
+            Err(e)
+        }
+    }
+}
+
+fn apply(state: &mut AccountState, o: &Obtained) {
+    state.token = Some(StoredToken {
+        access_token: StoredSecret(o.access_token.clone()),
+        token_type: o.token_type.clone(),
+        obtained_at_ms: to_ms(o.obtained_at),
+        expires_at_ms: to_ms(o.expires_at),
+        expiry_source: o.expiry_source.to_string(),
+    });
+    match (&o.refresh_token, o.via) {
+        (Some(rt), _) => {
+            state.refresh_token = Some(StoredSecret(rt.clone()));
+            state.refresh_expires_at_ms = o.refresh_expires_at.map(to_ms);
+        }
+        // A login that issues no refresh token leaves none to use.
+        (None, Via::Login) => {
+            state.refresh_token = None;
+            state.refresh_expires_at_ms = None;
+        }
+        // A refresh that returns none keeps the current one (non-rotating providers).
+        (None, Via::Refresh) => {}
+    }
+    state.refresh_in_flight = false;
+    state.last_success_ms = Some(to_ms(SystemTime::now()));
+    state.last_error = None;
+    state.last_error_ms = None;
+    state.failures = 0;
+}
+
+/// Records a failed attempt in the state (the caller saves it).
+pub fn record_failure(state: &mut AccountState, e: &ProviderError) {
+    state.failures = state.failures.saturating_add(1);
+    state.last_error = Some(format!("{}: {e}", e.kind()));
+    state.last_error_ms = Some(to_ms(SystemTime::now()));
+}
+
+/// The document sinks publish for the held token, if any.
+pub fn document(account: &Account, state: &AccountState) -> Option<TokenDocument> {
+    let t = state.token.as_ref()?;
+    Some(TokenDocument {
+        account: account.name.clone(),
+        provider: account.provider.name.clone(),
+        access_token: t.access_token.0.clone(),
+        token_type: t.token_type.clone(),
+        expires_at: from_ms(t.expires_at_ms),
+    })
+}
+
+/// The result of writing one sink.
+#[derive(Debug)]
+pub struct SinkResult {
+    /// Index in the account's sinks.
+    pub index: usize,
+    /// The sink's label.
+    pub label: String,
+    /// What happened.
+    pub result: Result<WriteOutcome, SinkError>,
+}
+
+/// Writes `doc` to the sinks at `indices` concurrently and records each result in `state`.
+pub async fn publish(
+    account: &Account,
+    doc: &TokenDocument,
+    state: &mut AccountState,
+    indices: &[usize],
+) -> Vec<SinkResult> {
+    let writes = indices.iter().map(|&i| {
+        let sink: Arc<Sink> = account.sinks[i].clone();
+        async move {
+            let result = sink.write(doc).await;
+            SinkResult {
+                index: i,
+                label: sink.label(),
+                result,
+            }
+        }
+    });
+    let results = futures_util::future::join_all(writes).await;
+    let now = to_ms(SystemTime::now());
+    for r in &results {
+        let status = state.sinks.entry(r.label.clone()).or_default();
+        match &r.result {
+            Ok(outcome) => {
+                status.last_write_ms = Some(now);
+                status.last_outcome = Some(
+                    match outcome {
+                        WriteOutcome::Written => "written",
+                        WriteOutcome::Unchanged => "unchanged",
+                        WriteOutcome::KeptNewer => "kept_newer",
+                    }
+                    .to_string(),
+                );
+                status.holds_expires_at_ms = Some(to_ms(doc.expires_at));
+                status.last_error = None;
+                status.last_error_ms = None;
+                info!(account = %account.name, sink = %r.label, outcome = ?outcome, expires_at = %doc.expires_at_rfc3339(), "sink written");
+            }
+            Err(e) => {
+                status.last_error = Some(e.to_string());
+                status.last_error_ms = Some(now);
+                if e.is_transient() {
+                    warn!(account = %account.name, sink = %r.label, error = %e, "sink write failed; will retry");
+                } else {
+                    tracing::error!(account = %account.name, sink = %r.label, error = %e, "sink write failed; needs attention");
+                }
+            }
+        }
+    }
+    results
+}
+
+/// Runs the account's `notify` hooks after its sinks were written. The token is never in
+/// argv or the environment: only `TOKEND_ACCOUNT` and `TOKEND_EXPIRES_AT`.
+pub async fn notify(account: &Account, doc: &TokenDocument) {
+    for hook in &account.notify {
+        let result = match hook {
+            Notify::Command { argv, timeout } => {
+                run_command(argv, *timeout, &account.name, doc).await
+            }
+            Notify::Signal { signal, pid_file } => signal_pid_file(*signal, pid_file),
+        };
+        if let Err(e) = result {
+            warn!(account = %account.name, error = %e, "notify failed");
+        }
+    }
+}
+
+async fn run_command(
+    argv: &[String],
+    timeout: Duration,
+    account: &str,
+    doc: &TokenDocument,
+) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("TOKEND_ACCOUNT", account)
+        .env("TOKEND_EXPIRES_AT", doc.expires_at_rfc3339())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("{:?} exited with {status}", argv[0])),
+        Ok(Err(e)) => Err(format!("{:?}: {e}", argv[0])),
+        Err(_) => Err(format!(
+            "{:?} did not finish within {}",
+            argv[0],
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+fn signal_pid_file(signal: nix::sys::signal::Signal, pid_file: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("cannot read pid file {}: {e}", pid_file.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} does not hold a pid", pid_file.display()))?;
+    if pid <= 1 {
+        return Err(format!(
+            "{} holds pid {pid}, refusing to signal it",
+            pid_file.display()
+        ));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .map_err(|e| format!("cannot send {signal} to pid {pid}: {e}"))
+}
+
+/// Whether the held token is still fresh at `now`: valid and not yet due for refresh
+/// (due time without jitter).
+pub fn is_fresh(account: &Account, state: &AccountState, now: SystemTime) -> bool {
+    state.valid_token(now).is_some_and(|t| {
+        crate::schedule::refresh_due(
+            from_ms(t.obtained_at_ms),
+            from_ms(t.expires_at_ms),
+            &account.timing,
+            0.0,
+        ) > now
+    })
+}
+
+/// Exposes the access token of a document (for `tokend token`).
+pub fn token_text(state: &AccountState, now: SystemTime) -> Option<String> {
+    state
+        .valid_token(now)
+        .map(|t| t.access_token.0.expose_secret().to_string())
+}

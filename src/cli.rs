@@ -1,0 +1,375 @@
+//! The command line (SPEC §2): clap types and one function per command. Errors carry
+//! context for humans; `main` maps them to exit codes (0 ok, 1 runtime failure, 2 usage or
+//! configuration error).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::account::{self, Services};
+use crate::config::{self, Config};
+use crate::schedule;
+use crate::sink::rfc3339;
+use crate::state::{AccountState, from_ms};
+
+/// Keeps API access tokens fresh: obtains each account's token, refreshes it before it
+/// expires and writes it atomically to files, Vault or AWS Secrets Manager.
+#[derive(Debug, Parser)]
+#[command(name = "tokend", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: $TOKEND_CONFIG, else /etc/tokend/tokend.toml].
+    #[arg(short, long, global = true, env = "TOKEND_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd Type=notify).
+    Run,
+    /// Parse and validate the config and print each account; no network. Exit 2 if invalid.
+    Check,
+    /// Make sure every (or each named) account has a valid token, write all sinks, exit.
+    Once {
+        /// Only this account (repeatable).
+        #[arg(long = "account", value_name = "NAME")]
+        accounts: Vec<String>,
+    },
+    /// Show each account's token expiry, next refresh, last success and error, and sinks.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the current valid access token of an account (exit 1 if none).
+    Token {
+        /// The account.
+        name: String,
+    },
+}
+
+/// An error that exits with status 2 (usage or configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    match cli.command {
+        Command::Check => check(&path),
+        Command::Once { accounts } => once(&path, &accounts),
+        Command::Status { json } => status(&path, json),
+        Command::Token { name } => token(&path, &name),
+        Command::Run => crate::daemon::run_blocking(&path),
+    }
+}
+
+/// Loads the config; errors become exit-2 errors listing every problem.
+pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| {
+        anyhow::Error::new(e).context(format!("invalid configuration ({})", path.display()))
+    })
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = load(path)?;
+    let mut out = std::io::stdout().lock();
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    writeln!(
+        out,
+        "{}: ok, {} account(s), state in {}",
+        cfg.path.display(),
+        cfg.accounts.len(),
+        cfg.daemon.state_dir.display()
+    )?;
+    for a in &cfg.accounts {
+        let t = &a.timing;
+        writeln!(out, "account {:?}: provider {}", a.name, a.provider.name)?;
+        writeln!(
+            out,
+            "  refresh: at {:.0}% ± {:.0}% of the lifetime, at the latest {} before expiry{}; {}",
+            t.ratio * 100.0,
+            t.jitter * 100.0,
+            humantime::format_duration(t.min_margin),
+            a.schedule
+                .as_ref()
+                .map(|s| format!(", and on cron {s:?} (UTC)"))
+                .unwrap_or_default(),
+            if a.provider.can_refresh() {
+                "refresh token first, login on rejection"
+            } else {
+                "by logging in again"
+            }
+        )?;
+        if a.sinks.is_empty() {
+            writeln!(
+                out,
+                "  sinks: none (state only; read it with `tokend token {}`)",
+                a.name
+            )?;
+        }
+        for s in &a.sinks {
+            writeln!(out, "  sink: {}", s.label())?;
+        }
+        for n in &a.notify {
+            match n {
+                config::Notify::Command { argv, .. } => writeln!(out, "  notify: run {argv:?}")?,
+                config::Notify::Signal { signal, pid_file } => writeln!(
+                    out,
+                    "  notify: {signal} to the pid in {}",
+                    pid_file.display()
+                )?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
+    let cfg = load(path)?;
+    crate::observability::logging::init(cfg.daemon.log_format, &cfg.daemon.log_level);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    for n in names {
+        if !cfg.accounts.iter().any(|a| &a.name == n) {
+            return Err(UsageError(format!("no account named {n:?} in {}", path.display())).into());
+        }
+    }
+    let svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
+    let _lock = svc.store.lock().map_err(|e| {
+        anyhow::anyhow!("{e}; to refresh a running daemon's accounts now, send it SIGUSR1")
+    })?;
+    let selected: Vec<&config::Account> = cfg
+        .accounts
+        .iter()
+        .filter(|a| names.is_empty() || names.contains(&a.name))
+        .collect();
+    let rt = runtime()?;
+    let results = rt.block_on(futures_util::future::join_all(
+        selected.iter().map(|a| once_account(a, &svc)),
+    ));
+    let failed: Vec<&str> = selected
+        .iter()
+        .zip(&results)
+        .filter(|(_, ok)| !**ok)
+        .map(|(a, _)| a.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("tokend: failed: {}", failed.join(", "));
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// One account for `once`: reuse a fresh token or obtain one (a few quick retries on
+/// transient failures), then write every sink. True when all of it worked.
+async fn once_account(account: &config::Account, svc: &Services) -> bool {
+    let mut state = account::load_state(account, &svc.store);
+    let now = SystemTime::now();
+    if account::is_fresh(account, &state, now) {
+        tracing::info!(account = %account.name, "saved token is still fresh; reusing it");
+    } else {
+        let mut attempt = 0;
+        loop {
+            match account::obtain(account, &mut state, svc).await {
+                Ok(o) => {
+                    tracing::info!(account = %account.name, via = o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = o.expiry_source, "token obtained");
+                    break;
+                }
+                Err(e) if e.kind() == "transient" && attempt < 2 => {
+                    let wait =
+                        schedule::backoff(attempt, &account.retry, rand::random(), e.retry_after())
+                            .min(Duration::from_secs(10));
+                    tracing::warn!(account = %account.name, error = %e, retry_in = %humantime::format_duration(wait), "attempt failed");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::error!(account = %account.name, kind = e.kind(), error = %e, "cannot obtain a token");
+                    return false;
+                }
+            }
+        }
+    }
+    let Some(doc) = account::document(account, &state) else {
+        return false;
+    };
+    let all: Vec<usize> = (0..account.sinks.len()).collect();
+    let results = account::publish(account, &doc, &mut state, &all).await;
+    if let Err(e) = svc.store.save(&state) {
+        tracing::error!(account = %account.name, error = %e, "cannot save state");
+        return false;
+    }
+    let ok = results.iter().all(|r| r.result.is_ok());
+    if ok && !results.is_empty() {
+        account::notify(account, &doc).await;
+    }
+    ok
+}
+
+fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = load(path)?;
+    let store = crate::state::StateStore::new(&cfg.daemon.state_dir);
+    let now = SystemTime::now();
+    let mut rows = Vec::new();
+    for a in &cfg.accounts {
+        let state = store
+            .peek(&a.name)
+            .with_context(|| format!("account {:?}", a.name))?;
+        let current = state.as_ref().filter(|s| s.fingerprint == a.fingerprint);
+        rows.push(status_row(
+            a,
+            current,
+            state.is_some() && current.is_none(),
+            now,
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<24} {:<10} {:<8} {:<22} {:<12} {:<12} LAST ERROR",
+        "ACCOUNT", "PROVIDER", "STATE", "EXPIRES", "NEXT", "LAST OK"
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<24} {:<10} {:<8} {:<22} {:<12} {:<12} {}",
+            r["account"].as_str().unwrap_or(""),
+            r["provider"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["expires_at"]
+                .as_str()
+                .map(|s| format!("{s} ({})", r["expires_in"].as_str().unwrap_or("")))
+                .unwrap_or_else(|| "-".into()),
+            r["next_refresh_in"].as_str().unwrap_or("-"),
+            r["last_success_ago"].as_str().unwrap_or("-"),
+            r["last_error"].as_str().unwrap_or("")
+        )?;
+        for s in r["sinks"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "    {} : {}{}",
+                s["sink"].as_str().unwrap_or(""),
+                s["last_write"]
+                    .as_str()
+                    .map(|w| format!("written {w}"))
+                    .unwrap_or_else(|| "never written".into()),
+                s["last_error"]
+                    .as_str()
+                    .map(|e| format!("; error: {e}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_delta(from: SystemTime, to: SystemTime) -> String {
+    match to.duration_since(from) {
+        Ok(d) => humantime::format_duration(Duration::from_secs(d.as_secs())).to_string(),
+        Err(e) => format!(
+            "-{}",
+            humantime::format_duration(Duration::from_secs(e.duration().as_secs()))
+        ),
+    }
+}
+
+fn status_row(
+    a: &config::Account,
+    state: Option<&AccountState>,
+    stale: bool,
+    now: SystemTime,
+) -> serde_json::Value {
+    let token = state.and_then(|s| s.token.as_ref());
+    let valid = token.is_some_and(|t| from_ms(t.expires_at_ms) > now);
+    let label = match (token, valid, stale) {
+        (_, _, true) => "stale",
+        (None, _, _) => "none",
+        (Some(_), true, _) => "valid",
+        (Some(_), false, _) => "expired",
+    };
+    let sinks: Vec<serde_json::Value> = a
+        .sinks
+        .iter()
+        .map(|s| {
+            let label = s.label();
+            let st = state.and_then(|st| st.sinks.get(&label));
+            serde_json::json!({
+                "sink": label,
+                "last_write": st.and_then(|x| x.last_write_ms).map(|ms| rfc3339(from_ms(ms))),
+                "last_outcome": st.and_then(|x| x.last_outcome.clone()),
+                "last_error": st.and_then(|x| x.last_error.clone()),
+                "last_error_at": st.and_then(|x| x.last_error_ms).map(|ms| rfc3339(from_ms(ms))),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "account": a.name,
+        "provider": a.provider.name,
+        "state": label,
+        "expires_at": token.map(|t| rfc3339(from_ms(t.expires_at_ms))),
+        "expires_in": token.map(|t| human_delta(now, from_ms(t.expires_at_ms))),
+        "expires_in_seconds": token.map(|t| (t.expires_at_ms as i64 - crate::state::to_ms(now) as i64) / 1000),
+        "next_refresh": state.and_then(|s| s.next_refresh_ms).map(|ms| rfc3339(from_ms(ms))),
+        "next_refresh_in": state.and_then(|s| s.next_refresh_ms).map(|ms| human_delta(now, from_ms(ms))),
+        "last_success": state.and_then(|s| s.last_success_ms).map(|ms| rfc3339(from_ms(ms))),
+        "last_success_ago": state.and_then(|s| s.last_success_ms).map(|ms| human_delta(from_ms(ms), now)),
+        "last_error": state.and_then(|s| s.last_error.clone()),
+        "last_error_at": state.and_then(|s| s.last_error_ms).map(|ms| rfc3339(from_ms(ms))),
+        "consecutive_failures": state.map(|s| s.failures).unwrap_or(0),
+        "logins": state.map(|s| s.logins).unwrap_or(0),
+        "refreshes": state.map(|s| s.refreshes).unwrap_or(0),
+        "sinks": sinks,
+    })
+}
+
+fn token(path: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
+    let cfg = load(path)?;
+    let Some(a) = cfg.accounts.iter().find(|a| a.name == name) else {
+        return Err(UsageError(format!("no account named {name:?} in {}", path.display())).into());
+    };
+    let store = crate::state::StateStore::new(&cfg.daemon.state_dir);
+    let state = store.peek(name)?.filter(|s| s.fingerprint == a.fingerprint);
+    match state
+        .as_ref()
+        .and_then(|s| account::token_text(s, SystemTime::now()))
+    {
+        Some(token) => {
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!(
+                "tokend: account {name:?} holds no valid token (run `tokend once --account {name}` or start the daemon)"
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}

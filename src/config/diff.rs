@@ -1,0 +1,120 @@
+//! Hot reload as a pure diff (SPEC §4 "Hot reload"): old and new accounts, matched by
+//! name, become a plan of what to start, stop, restart (log in again) or update in place
+//! (write the current token to new sinks, reschedule). Unchanged accounts are not touched.
+
+use super::Account;
+
+/// What a reload does to one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// New account: start it.
+    Added,
+    /// Gone: stop it (its files stay).
+    Removed,
+    /// Provider settings or credentials changed: stop it and log in again now.
+    Credentials,
+    /// Same credentials; sinks/notify and/or timing changed: update the running task.
+    Update {
+        /// Sinks or notify hooks changed: write the current token to the new sinks.
+        sinks: bool,
+        /// Refresh timing, retry or schedule changed: reschedule.
+        timing: bool,
+    },
+}
+
+/// The plan: account name and change, for every account that is not unchanged.
+pub fn diff(old: &[&Account], new: &[&Account]) -> Vec<(String, Change)> {
+    let mut plan = Vec::new();
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            plan.push((o.name.clone(), Change::Removed));
+        }
+    }
+    for n in new {
+        let Some(o) = old.iter().find(|o| o.name == n.name) else {
+            plan.push((n.name.clone(), Change::Added));
+            continue;
+        };
+        if o.fingerprint != n.fingerprint || o.provider != n.provider || o.ca_file != n.ca_file {
+            plan.push((n.name.clone(), Change::Credentials));
+            continue;
+        }
+        let sinks = o.sink_configs != n.sink_configs || o.notify != n.notify;
+        let timing = o.timing != n.timing || o.retry != n.retry || o.schedule != n.schedule;
+        if sinks || timing {
+            plan.push((n.name.clone(), Change::Update { sinks, timing }));
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn load(accounts: &str) -> Vec<Account> {
+        let dir = std::env::temp_dir().join(format!(
+            "tokend-diff-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(&path, accounts).unwrap();
+        let cfg = crate::config::load(Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        cfg.accounts
+    }
+
+    fn account(name: &str, password: &str, sink: &str, ratio: f64) -> String {
+        format!(
+            "[[account]]\nname = \"{name}\"\nprovider = \"pontotel\"\nbase_url = \"http://127.0.0.1:1/p\"\nusername = \"u\"\npassword = \"{password}\"\n[account.refresh]\nratio = {ratio}\n[[account.sink]]\ntype = \"file\"\npath = \"{sink}\"\n"
+        )
+    }
+
+    #[test]
+    fn each_kind_of_edit_maps_to_its_change() {
+        let old_text = [
+            account("same", "p", "a", 0.75),
+            account("pw", "p", "a", 0.75),
+            account("sink", "p", "a", 0.75),
+            account("time", "p", "a", 0.75),
+            account("gone", "p", "a", 0.75),
+        ]
+        .concat();
+        let new_text = [
+            account("same", "p", "a", 0.75),
+            account("pw", "CHANGED", "a", 0.75),
+            account("sink", "p", "b", 0.75),
+            account("time", "p", "a", 0.5),
+            account("new", "p", "a", 0.75),
+        ]
+        .concat();
+        let (old, new) = (load(&old_text), load(&new_text));
+        let plan = diff(
+            &old.iter().collect::<Vec<_>>(),
+            &new.iter().collect::<Vec<_>>(),
+        );
+        let expected = vec![
+            ("gone".to_string(), Change::Removed),
+            ("pw".to_string(), Change::Credentials),
+            (
+                "sink".to_string(),
+                Change::Update {
+                    sinks: true,
+                    timing: false,
+                },
+            ),
+            (
+                "time".to_string(),
+                Change::Update {
+                    sinks: false,
+                    timing: true,
+                },
+            ),
+            ("new".to_string(), Change::Added),
+        ];
+        assert_eq!(plan, expected);
+    }
+}

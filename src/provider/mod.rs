@@ -1,0 +1,225 @@
+//! Providers: every provider is one declarative HTTP exchange ([`ProviderSpec`]), and the
+//! named ones are presets of it (`presets.toml`, data, not code). [`http`] runs an exchange
+//! and [`extract`] reads the token and its expiry out of the response.
+//!
+//! Called by the account logic (`crate::account`), which decides between refresh and login
+//! from the typed [`ProviderError`]: transient → back off and retry, rejected → log in again
+//! (or back off loudly when the login itself is rejected), malformed → fix the config.
+
+pub mod extract;
+pub mod http;
+pub mod presets;
+pub mod template;
+
+use std::time::{Duration, SystemTime};
+
+use secrecy::SecretString;
+
+/// A validated exchange description: the account's provider with its overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSpec {
+    /// How to log in with the account's credentials.
+    pub login: Exchange,
+    /// How to refresh with a held refresh token; `None` means "log in again".
+    pub refresh: Option<Exchange>,
+    /// Where the results are in the response.
+    pub response: ResponseSpec,
+}
+
+/// One HTTP request, with templated strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// URL template.
+    pub url: String,
+    /// HTTP method.
+    pub method: String,
+    /// Body.
+    pub body: Body,
+    /// Header name → value template; empty renders are not sent.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// JSON: string leaves are templates; the rendered tree is serialised (correct escaping).
+    Json(serde_json::Value),
+    /// `application/x-www-form-urlencoded`: values are templates; empty renders are left out.
+    Form(Vec<(String, String)>),
+}
+
+/// Where a value is found in a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A JSON pointer into the body (RFC 6901).
+    Pointer(String),
+    /// A `Set-Cookie` by name.
+    Cookie(String),
+    /// A response header by name.
+    Header(String),
+}
+
+impl Source {
+    /// Parses `"/json/pointer"`, `"cookie:NAME"` or `"header:NAME"`.
+    pub fn parse(s: &str) -> Result<Source, String> {
+        if let Some(name) = s.strip_prefix("cookie:") {
+            (!name.is_empty())
+                .then(|| Source::Cookie(name.to_string()))
+                .ok_or_else(|| "empty cookie name".to_string())
+        } else if let Some(name) = s.strip_prefix("header:") {
+            (!name.is_empty())
+                .then(|| Source::Header(name.to_string()))
+                .ok_or_else(|| "empty header name".to_string())
+        } else if s.is_empty() || s.starts_with('/') {
+            Ok(Source::Pointer(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a source: expected a JSON pointer such as \"/access_token\", \"cookie:NAME\" or \"header:NAME\""
+            ))
+        }
+    }
+}
+
+/// Where each result is in the response; lists are fallbacks tried in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResponseSpec {
+    /// The access token (required).
+    pub access_token: Vec<Source>,
+    /// A refresh token, if issued.
+    pub refresh_token: Vec<Source>,
+    /// Lifetime in seconds.
+    pub expires_in: Vec<Source>,
+    /// Refresh token lifetime in seconds.
+    pub refresh_expires_in: Vec<Source>,
+    /// Token type; default `Bearer`.
+    pub token_type: Vec<Source>,
+    /// JSON pointer: present and non-null ⇒ failure, even with HTTP 200.
+    pub error: Option<String>,
+}
+
+/// Which exchange produced a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A full login with the credentials.
+    Login,
+    /// The refresh exchange with a held refresh token.
+    Refresh,
+}
+
+impl Via {
+    /// `login` or `refresh`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Login => "login",
+            Via::Refresh => "refresh",
+        }
+    }
+}
+
+/// A token obtained from a provider.
+#[derive(Clone)]
+pub struct Obtained {
+    /// The access token.
+    pub access_token: SecretString,
+    /// Usually `Bearer`.
+    pub token_type: String,
+    /// When it was obtained (request start).
+    pub obtained_at: SystemTime,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Where the expiry came from: `expires_in`, `jwt`, `cookie`, `default`.
+    pub expiry_source: &'static str,
+    /// The refresh token to use next, if any (a rotated one replaces the old).
+    pub refresh_token: Option<SecretString>,
+    /// When that refresh token expires, if known.
+    pub refresh_expires_at: Option<SystemTime>,
+    /// Which exchange produced it.
+    pub via: Via,
+}
+
+impl std::fmt::Debug for Obtained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Obtained")
+            .field("access_token", &"[REDACTED]")
+            .field("token_type", &self.token_type)
+            .field("expires_at", &crate::sink::rfc3339(self.expires_at))
+            .field("expiry_source", &self.expiry_source)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("via", &self.via)
+            .finish()
+    }
+}
+
+/// Why an exchange failed. Messages never hold a secret (they are redacted with the
+/// account's known secrets before they are built).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// 5xx, 429, timeouts, connection errors, unparseable bodies: retry with backoff.
+    #[error("{message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// The server's `Retry-After`, honoured as a lower bound for the next attempt.
+        retry_after: Option<Duration>,
+        /// The request may have been processed although no answer arrived (timeout, dropped
+        /// connection): a rotating refresh token sent with it may be spent.
+        maybe_processed: bool,
+    },
+    /// The provider said no: bad credentials, `invalid_grant`, a GraphQL `UNAUTHENTICATED`.
+    #[error("{message}")]
+    Rejected {
+        /// What happened.
+        message: String,
+    },
+    /// The request could not even be built (a template needs a variable that is not set,
+    /// a plain-http URL to a remote host): only a config change helps.
+    #[error("{message}")]
+    Malformed {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ProviderError {
+    /// `transient`, `rejected` or `malformed`, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Transient { .. } => "transient",
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Malformed { .. } => "malformed",
+        }
+    }
+
+    /// A transient failure with an HTTP answer (the server did not complete the exchange).
+    pub fn transient(message: String, retry_after: Option<Duration>) -> Self {
+        ProviderError::Transient {
+            message,
+            retry_after,
+            maybe_processed: false,
+        }
+    }
+
+    /// Whether the request may have been processed without us seeing the answer.
+    pub fn maybe_processed(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Transient {
+                maybe_processed: true,
+                ..
+            }
+        )
+    }
+
+    /// `Retry-After` of a transient failure.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
