@@ -464,7 +464,13 @@ fn validate_account(
     }
     for (field, value) in [("base_url", &raw.base_url), ("token_url", &raw.token_url)] {
         if let Some(url) = value {
-            let url = url.trim_end_matches('/');
+            // base_url is a prefix that presets append paths to; token_url is used as is
+            // (some servers need its trailing slash).
+            let url = if field == "base_url" {
+                url.trim_end_matches('/')
+            } else {
+                url.as_str()
+            };
             if !url.contains("{{") {
                 match url::Url::parse(url) {
                     Ok(parsed) => {

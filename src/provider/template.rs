@@ -2,16 +2,17 @@
 //! headers are rendered from an account's fields. Undefined variables are errors when
 //! printed (a typo never sends an empty password) but may be tested (`is defined`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use minijinja::{Environment, UndefinedBehavior, Value};
 use secrecy::{ExposeSecret, SecretString};
 
 /// Template variables: an account's fields and `[account.vars]`. Every value is kept as a
-/// secret; only rendering exposes it.
+/// secret; only rendering exposes it. Plain ones (URLs, grant, scope) are not redacted
+/// from messages.
 #[derive(Clone, Default)]
-pub struct Vars(pub BTreeMap<String, SecretString>);
+pub struct Vars(pub BTreeMap<String, SecretString>, BTreeSet<String>);
 
 impl std::fmt::Debug for Vars {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,6 +24,7 @@ impl Vars {
     /// Sets a variable.
     pub fn set(&mut self, name: &str, value: SecretString) {
         self.0.insert(name.to_string(), value);
+        self.1.remove(name);
     }
 
     /// Sets a plain (non-secret) variable.
@@ -52,9 +54,12 @@ impl Vars {
         Value::from(map)
     }
 
-    /// Every value, to redact them from messages.
+    /// Every secret value, to redact them from messages.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.0.values().map(|v| v.expose_secret())
+        self.0
+            .iter()
+            .filter(|(k, _)| !self.1.contains(*k))
+            .map(|(_, v)| v.expose_secret())
     }
 }
 

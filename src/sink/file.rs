@@ -147,6 +147,34 @@ impl FileSinkConfig {
     }
 }
 
+/// Creates a missing parent directory, with search permission for whoever may read the
+/// file (0600 → 0700, 0640 → 0750, 0644 → 0755) and the file's group.
+fn create_parent(path: &std::path::Path, attrs: FileAttrs) -> std::io::Result<()> {
+    let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    else {
+        return Ok(());
+    };
+    let read_bits = attrs.mode & 0o444;
+    let mode = 0o700 | read_bits | (read_bits >> 2);
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+            if attrs.gid.is_some() {
+                std::os::unix::fs::chown(dir, None, attrs.gid)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot create directory {}: {e}", dir.display()),
+            )
+        })
+}
+
 /// Reports an error result against `field`, keeping the value of an `Ok`.
 fn report<T>(v: &mut Validator<'_>, field: &str, result: Result<T, String>) -> Option<T> {
     result.map_err(|message| v.error(field, message)).ok()
@@ -244,15 +272,18 @@ impl FileSink {
         let content = self.render(doc, SystemTime::now())?;
         let path = self.path.clone();
         let attrs = self.attrs;
-        tokio::task::spawn_blocking(move || atomic_write(&path, content.as_bytes(), attrs))
-            .await
-            .map_err(|e| SinkError::Transient(format!("file write task failed: {e}")))?
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
-                    SinkError::Permanent(e.to_string())
-                }
-                _ => SinkError::Transient(e.to_string()),
-            })?;
+        tokio::task::spawn_blocking(move || {
+            create_parent(&path, attrs)?;
+            atomic_write(&path, content.as_bytes(), attrs)
+        })
+        .await
+        .map_err(|e| SinkError::Transient(format!("file write task failed: {e}")))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
+                SinkError::Permanent(e.to_string())
+            }
+            _ => SinkError::Transient(e.to_string()),
+        })?;
         Ok(WriteOutcome::Written)
     }
 }

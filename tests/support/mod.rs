@@ -107,3 +107,90 @@ pub fn free_port() -> u16 {
         .expect("local addr")
         .port()
 }
+
+/// The result of running the real `tokend` binary to completion.
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A `tokend` command (the real binary) with a clean environment for config lookups.
+pub fn tokend_cmd(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"));
+    cmd.args(args)
+        .env_remove("TOKEND_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs `tokend ARGS…` to completion.
+pub fn tokend(args: &[&str]) -> Run {
+    run_cmd(tokend_cmd(args))
+}
+
+/// Runs a prepared command to completion.
+pub fn run_cmd(mut cmd: std::process::Command) -> Run {
+    let out = cmd.output().expect("run tokend");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Reads an account's state file as JSON.
+pub fn state_json(state_dir: &Path, account: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(state_dir.join(format!("{account}.json"))).expect("state file");
+    serde_json::from_str(&text).expect("state JSON")
+}
+
+/// Asserts that none of `secrets` occurs in `haystack` (what = where it was looked for).
+pub fn assert_no_secrets(what: &str, haystack: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !haystack.contains(s),
+            "secret {s:?} leaked into {what}:\n{haystack}"
+        );
+    }
+}
+
+/// Runs a future to completion on a fresh current-thread runtime (for plain `#[test]`s
+/// that spawn the real binary but need an HTTP call or two).
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(fut)
+}
+
+/// POSTs a form with HTTP Basic auth; returns the status and the body.
+pub fn post_form(url: &str, user: &str, pass: &str, form: &[(&str, &str)]) -> (u16, String) {
+    block_on(async {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .basic_auth(user, Some(pass))
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    })
+}
