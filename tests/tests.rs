@@ -2,3 +2,5 @@
 //! capability against real things: loopback HTTP, real files, real servers, real signals.
 
 mod support;
+
+mod aws;
