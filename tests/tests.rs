@@ -4,3 +4,5 @@
 mod oauth2_real;
 mod oauth_server_smoke;
 mod support;
+
+mod aws;
