@@ -6,3 +6,4 @@ mod oauth_server_smoke;
 mod support;
 
 mod aws;
+mod config;
