@@ -3,5 +3,6 @@
 //! AWS Secrets Manager.
 
 pub mod config;
+pub mod emulator;
 pub mod fsutil;
 pub mod sink;
