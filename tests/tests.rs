@@ -1,4 +1,5 @@
 //! The one integration-test crate (one link step on a 2-core CI). Each module covers one
 //! capability against real things: loopback HTTP, real files, real servers, real signals.
 
+mod emulator;
 mod support;
