@@ -24,6 +24,15 @@
 //! answering whether the caller is async, blocking (`wait_for`) or the demo's runtime.
 //! Faults and statistics apply to the token endpoints only; `whoami` calls are counted
 //! apart and never faulted.
+//!
+//! Use: `let emu = Emulator::start(Options::default())?;`, configure tokend with
+//! `emu.base_url(Provider::Zarv)` (or `emu.token_url()`) and the public credentials
+//! [`USERNAME`], [`PASSWORD`], [`CLIENT_ID`], [`CLIENT_SECRET`], [`INTEGRATOR_KEY`]; then
+//! arm faults ([`Emulator::fail_next`]) and read [`Emulator::stats`].
+//!
+//! Layout: `server` (router, accept loop, connection drops), `fault`, `stats`, `state`
+//! (shared state; issuing and redeeming), `token` (minting, the token store), `graphql`
+//! (the parser), and `api/`, one file per provider document.
 
 mod api;
 mod fault;

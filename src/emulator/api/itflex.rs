@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::json;
 
-use super::{BodyError, json, json_object, record_json, str_field};
+use super::{json, json_object, record_json, str_field};
 use crate::emulator::state::{Api, IssueSpec, TokenFormat};
 use crate::emulator::{INTEGRATOR_KEY, ITFLEX_REFRESH_COOKIE_MAX_AGE, USERNAME};
 
@@ -30,10 +30,7 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
     api.stats().logins.fetch_add(1, Ordering::Relaxed);
     let object = match json_object(&headers, &body) {
         Ok(object) => object,
-        Err(error @ BodyError::UnsupportedMediaType) => {
-            return api.reject(msg(StatusCode::UNSUPPORTED_MEDIA_TYPE, &error.message()));
-        }
-        Err(error) => return api.reject(msg(StatusCode::BAD_REQUEST, &error.message())),
+        Err(error) => return api.reject(msg(error.status(), &error.message())),
     };
     record_json(&api, "/itflex/api/v1/oauth2/token", &headers, &object);
     if str_field(&object, "grant_type") != Some("refresh_token") {

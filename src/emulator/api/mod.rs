@@ -58,6 +58,14 @@ pub(crate) enum BodyError {
 }
 
 impl BodyError {
+    /// 415 for the wrong media type, else 400.
+    fn status(&self) -> StatusCode {
+        match self {
+            BodyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyError::Malformed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
     fn message(&self) -> String {
         match self {
             BodyError::UnsupportedMediaType => "Content-Type must be application/json".into(),

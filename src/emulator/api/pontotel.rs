@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
-use super::{BodyError, json, json_object, record_json, str_field};
+use super::{json, json_object, record_json, str_field};
 use crate::emulator::state::{Api, IssueSpec, TokenFormat};
 
 /// `POST /pontotel/api/v4/login/`.
@@ -20,10 +20,7 @@ pub(crate) async fn login(State(api): State<Api>, headers: HeaderMap, body: Byte
     let detail = |status: StatusCode, detail: &str| json(status, json!({"detail": detail}));
     let object = match json_object(&headers, &body) {
         Ok(object) => object,
-        Err(error @ BodyError::UnsupportedMediaType) => {
-            return api.reject(detail(StatusCode::UNSUPPORTED_MEDIA_TYPE, &error.message()));
-        }
-        Err(error) => return api.reject(detail(StatusCode::BAD_REQUEST, &error.message())),
+        Err(error) => return api.reject(detail(error.status(), &error.message())),
     };
     record_json(&api, "/pontotel/api/v4/login/", &headers, &object);
     let (Some(username), Some(password)) = (

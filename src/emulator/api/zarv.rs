@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{BodyError, json, json_object, record_json, str_field};
-use crate::emulator::state::{Api, IssueSpec, Issued, TokenFormat};
+use super::{json, json_object, record_json, str_field};
+use crate::emulator::state::{Api, IssueSpec, TokenFormat};
 
 /// A NestJS-style error body.
 fn nest_error(status: StatusCode, message: Value) -> Response {
@@ -29,16 +29,15 @@ fn nest_error(status: StatusCode, message: Value) -> Response {
     json(status, body)
 }
 
-/// The refusal of a body that is not a JSON object.
-fn body_error(api: &Api, error: BodyError) -> Response {
-    let status = match error {
-        BodyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        BodyError::Malformed(_) => StatusCode::BAD_REQUEST,
-    };
-    api.reject(nest_error(status, error.message().into()))
-}
-
-fn token_pair(issued: Issued) -> Response {
+/// Issues a new pair and answers with it.
+fn issue(api: &Api, subject: &str) -> Response {
+    let issued = api.issue(IssueSpec {
+        subject,
+        access: TokenFormat::Jwt,
+        refresh: Some(TokenFormat::Jwt),
+        client_id: None,
+        scope: None,
+    });
     json(
         StatusCode::OK,
         json!({
@@ -51,22 +50,14 @@ fn token_pair(issued: Issued) -> Response {
     )
 }
 
-fn issue(api: &Api, subject: &str) -> Response {
-    token_pair(api.issue(IssueSpec {
-        subject,
-        access: TokenFormat::Jwt,
-        refresh: Some(TokenFormat::Jwt),
-        client_id: None,
-        scope: None,
-    }))
-}
-
 /// `POST /zarv/api/v1/authentication`.
 pub(crate) async fn login(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Response {
     api.stats().logins.fetch_add(1, Ordering::Relaxed);
     let object = match json_object(&headers, &bytes) {
         Ok(object) => object,
-        Err(error) => return body_error(&api, error),
+        Err(error) => {
+            return api.reject(nest_error(error.status(), error.message().into()));
+        }
     };
     record_json(&api, "/zarv/api/v1/authentication", &headers, &object);
     let (Some(username), Some(password)) = (
@@ -89,7 +80,9 @@ pub(crate) async fn refresh(State(api): State<Api>, headers: HeaderMap, bytes: B
     api.stats().refreshes.fetch_add(1, Ordering::Relaxed);
     let object = match json_object(&headers, &bytes) {
         Ok(object) => object,
-        Err(error) => return body_error(&api, error),
+        Err(error) => {
+            return api.reject(nest_error(error.status(), error.message().into()));
+        }
     };
     record_json(
         &api,
