@@ -51,6 +51,31 @@ async fn post_json(url: &str, body: Value) -> (StatusCode, Value) {
     (status, response.json().await.expect("JSON body"))
 }
 
+/// Posts a GraphQL request to Funcional.
+async fn funcional(emulator: &Emulator, request: Value) -> (StatusCode, Value) {
+    post_json(&emulator.base_url(Provider::Funcional), request).await
+}
+
+/// A one-line `createToken` mutation with the credentials as string literals.
+fn create_token(login: &str, password: &str) -> Value {
+    // JSON string escapes are valid GraphQL string escapes.
+    let query = format!(
+        "mutation {{ createToken(login: {}, password: {}) {{ token }} }}",
+        json!(login),
+        json!(password)
+    );
+    json!({"query": query})
+}
+
+/// Logs in to Zarv.
+async fn zarv_login(emulator: &Emulator) -> (StatusCode, Value) {
+    let url = format!(
+        "{}/api/v1/authentication",
+        emulator.base_url(Provider::Zarv)
+    );
+    post_json(&url, json!({"username": USERNAME, "password": PASSWORD})).await
+}
+
 async fn whoami(emulator: &Emulator, provider: Provider, token: &str) -> StatusCode {
     client()
         .get(emulator.whoami_url(provider))
@@ -145,11 +170,7 @@ async fn funcional_documented_mutation_returns_a_jwt_whose_exp_is_the_only_expir
     let query = format!(
         "mutation {{\n  createToken(\n    login: \"{USERNAME}\"\n    password: \"{PASSWORD}\"\n  ) {{\n    token\n  }}\n}}"
     );
-    let (status, body) = post_json(
-        &emulator.base_url(Provider::Funcional),
-        json!({"query": query}),
-    )
-    .await;
+    let (status, body) = funcional(&emulator, json!({"query": query})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body.as_object().expect("object").len(),
@@ -192,11 +213,8 @@ async fn funcional_takes_variables_and_decodes_string_escapes() {
     let (status, body) = post_json(&url, json!({"query": escaped})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["t"]["__typename"], "Token", "{body}");
-    let (_, body) = post_json(
-        &url,
-        json!({"query": r#"mutation { createToken(login: "de\"mo\\", password: "x") { token } }"#}),
-    )
-    .await;
+    // Quotes and backslashes inside literals parse; the credentials are just wrong.
+    let (_, body) = funcional(&emulator, create_token("de\"mo\\", "x")).await;
     assert_eq!(body["errors"][0]["message"], "Unauthorized", "{body}");
 }
 
@@ -204,14 +222,7 @@ async fn funcional_takes_variables_and_decodes_string_escapes() {
 async fn funcional_wrong_credentials_are_graphql_errors_on_http_200() {
     // Proves a refused createToken is HTTP 200 with UNAUTHENTICATED errors and null data.
     let emulator = start();
-    let query = format!(
-        "mutation {{ createToken(login: \"{USERNAME}\", password: \"wrong\") {{ token }} }}"
-    );
-    let (status, body) = post_json(
-        &emulator.base_url(Provider::Funcional),
-        json!({"query": query}),
-    )
-    .await;
+    let (status, body) = funcional(&emulator, create_token(USERNAME, "wrong")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"], Value::Null);
     let error = &body["errors"][0];
@@ -329,11 +340,7 @@ async fn zarv_refresh_token_rotates_and_each_reuse_is_counted() {
     // Proves Zarv's rotation: the spent refresh token is refused with 401 and counted.
     let emulator = start();
     let base = emulator.base_url(Provider::Zarv);
-    let (status, login) = post_json(
-        &format!("{base}/api/v1/authentication"),
-        json!({"username": USERNAME, "password": PASSWORD}),
-    )
-    .await;
+    let (status, login) = zarv_login(&emulator).await;
     assert_eq!(status, StatusCode::OK, "{login}");
     assert_eq!(login["token_type"], "Bearer");
     assert_eq!(login["expires_in"], 3);
@@ -371,11 +378,7 @@ async fn zarv_expired_refresh_token_is_refused_without_counting_a_reuse() {
     })
     .expect("start");
     let base = emulator.base_url(Provider::Zarv);
-    let (_, login) = post_json(
-        &format!("{base}/api/v1/authentication"),
-        json!({"username": USERNAME, "password": PASSWORD}),
-    )
-    .await;
+    let (_, login) = zarv_login(&emulator).await;
     assert_eq!(login["refreshExpiresIn"], 1);
     let access = login["accessToken"]
         .as_str()
@@ -808,14 +811,7 @@ async fn garbage_and_graphql_error_faults_are_200s_without_a_token() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(serde_json::from_str::<Value>(&response.text().await.expect("text")).is_err());
     emulator.fail_next(Provider::Funcional, 1, Fault::GraphqlError);
-    let query = format!(
-        "mutation {{ createToken(login: \"{USERNAME}\", password: \"{PASSWORD}\") {{ token }} }}"
-    );
-    let (status, body) = post_json(
-        &emulator.base_url(Provider::Funcional),
-        json!({"query": query}),
-    )
-    .await;
+    let (status, body) = funcional(&emulator, create_token(USERNAME, PASSWORD)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         body["errors"].as_array().is_some_and(|e| !e.is_empty()),
