@@ -53,6 +53,13 @@ pub enum Command {
         /// The account.
         name: String,
     },
+    /// Run the daemon against a built-in emulator of the provider APIs, writing into
+    /// ./tokend-demo/ (Ctrl-C to stop).
+    Demo {
+        /// Where to write the demo config, state and token files.
+        #[arg(long, default_value = "tokend-demo")]
+        dir: PathBuf,
+    },
 }
 
 /// An error that exits with status 2 (usage or configuration).
@@ -72,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => status(&path, json),
         Command::Token { name } => token(&path, &name),
         Command::Run => crate::daemon::run_blocking(&path),
+        Command::Demo { dir } => crate::demo::run_blocking(&dir),
     }
 }
 

@@ -42,7 +42,8 @@ pub fn run_blocking(dir: &Path) -> anyhow::Result<ExitCode> {
 pub fn demo_config(emu: &Emulator) -> String {
     let mut t = String::from(
         "# Written by `tokend demo`: one account per provider emulated on loopback.\n\
-         [daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\n\n",
+         [daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\n\n\
+         [daemon.refresh]\nmin_margin = \"3s\"   # 20 s demo tokens: refresh at ~75 %, not at the L/2 cap\n\n",
     );
     let file = |name: &str, format: &str| format!("\n[[account.sink]]\ntype = \"file\"\npath = \"tokens/{name}.token\"\nformat = \"{format}\"\n");
     let user = format!("username = \"{}\"\npassword = \"{}\"\n", emulator::USERNAME, emulator::PASSWORD);

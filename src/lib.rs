@@ -12,13 +12,16 @@
 //! - [`state`] — per-account state files (tokens, rotated refresh tokens, status).
 //! - [`account`] — obtain → persist → publish → notify for one account.
 //! - [`daemon`] — `tokend run`: supervisor, account tasks, reload, signals, sd_notify.
-//! - [`cli`] — the command line.
+//! - [`cli`] — the command line; [`demo`] — `tokend demo`.
+//! - [`emulator`] — loopback emulator of the provider APIs (demo and tests).
 //! - [`observability`] — logging.
 
 pub mod account;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
+pub mod emulator;
 pub mod fsutil;
 pub mod observability;
 pub mod provider;

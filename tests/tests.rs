@@ -1,9 +1,10 @@
 //! The one integration-test crate (one link step on a 2-core CI). Each module covers one
 //! capability against real things: loopback HTTP, real files, real servers, real signals.
 
-mod oauth2_real;
-mod oauth_server_smoke;
 mod support;
 
 mod aws;
 mod config;
+mod emulator;
+mod oauth2_real;
+mod oauth_server_smoke;

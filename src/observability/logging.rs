@@ -36,12 +36,11 @@ pub fn init(format: LogFormat, level: &str) {
                 .try_init();
         }
         _ => {
+            use std::io::IsTerminal;
+            // Colours only for a person at a terminal, never into files or the journal.
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let _ = registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_target(false),
-                )
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi))
                 .try_init();
         }
     }
