@@ -2,3 +2,4 @@
 //! capability against real things: loopback HTTP, real files, real servers, real signals.
 
 mod support;
+mod vault;
