@@ -8,3 +8,4 @@ mod config;
 mod emulator;
 mod oauth2_real;
 mod oauth_server_smoke;
+mod vault;

@@ -6,6 +6,7 @@
 
 pub mod moto;
 pub mod oauth_server;
+pub mod openbao;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
