@@ -8,4 +8,5 @@ mod config;
 mod emulator;
 mod oauth2_real;
 mod oauth_server_smoke;
+mod providers;
 mod vault;

@@ -40,7 +40,12 @@ pub fn init(format: LogFormat, level: &str) {
             // Colours only for a person at a terminal, never into files or the journal.
             let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let _ = registry
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_target(false)
+                        .with_ansi(ansi),
+                )
                 .try_init();
         }
     }
