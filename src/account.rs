@@ -110,6 +110,24 @@ pub async fn obtain(
     state: &mut AccountState,
     svc: &Services,
 ) -> Result<Obtained, ProviderError> {
+    let started = std::time::Instant::now();
+    let result = obtain_inner(account, state, svc).await;
+    let m = crate::observability::metrics::metrics();
+    match &result {
+        Ok(o) => {
+            m.refresh(&account.name, "success", started.elapsed());
+            m.expiry(&account.name, o.expires_at);
+        }
+        Err(e) => m.refresh(&account.name, e.kind(), started.elapsed()),
+    }
+    result
+}
+
+async fn obtain_inner(
+    account: &Account,
+    state: &mut AccountState,
+    svc: &Services,
+) -> Result<Obtained, ProviderError> {
     let provider = &account.provider;
     let client = svc
         .clients
@@ -249,8 +267,16 @@ pub async fn publish(
     });
     let results = futures_util::future::join_all(writes).await;
     let now = to_ms(SystemTime::now());
+    let m = crate::observability::metrics::metrics();
     for r in &results {
         let status = state.sinks.entry(r.label.clone()).or_default();
+        let word = match &r.result {
+            Ok(WriteOutcome::Written) => "written",
+            Ok(WriteOutcome::Unchanged) => "unchanged",
+            Ok(WriteOutcome::KeptNewer) => "kept_newer",
+            Err(_) => "error",
+        };
+        m.sink_write(&account.name, &r.label, word);
         match &r.result {
             Ok(outcome) => {
                 status.last_write_ms = Some(now);

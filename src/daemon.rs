@@ -109,7 +109,8 @@ fn sd_notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// Fresh/total counts and first-round bookkeeping shared by the account tasks.
+/// Each account's token expiry and first-round bookkeeping, shared by the account tasks,
+/// the supervisor (`STATUS=`, `READY=1`) and `/readyz`.
 #[derive(Debug, Default)]
 pub struct Board {
     inner: Mutex<BoardInner>,
@@ -118,14 +119,14 @@ pub struct Board {
 
 #[derive(Debug, Default)]
 struct BoardInner {
-    fresh: HashMap<String, bool>,
+    expires: HashMap<String, Option<SystemTime>>,
     awaiting_first_round: HashSet<String>,
 }
 
 impl Board {
     fn add(&self, name: &str, first_round: bool) {
         let mut b = self.inner.lock().expect("board lock");
-        b.fresh.insert(name.to_string(), false);
+        b.expires.insert(name.to_string(), None);
         if first_round {
             b.awaiting_first_round.insert(name.to_string());
         }
@@ -133,30 +134,50 @@ impl Board {
 
     fn remove(&self, name: &str) {
         let mut b = self.inner.lock().expect("board lock");
-        b.fresh.remove(name);
+        b.expires.remove(name);
         b.awaiting_first_round.remove(name);
         drop(b);
+        crate::observability::metrics::metrics().forget(name);
         self.changed.notify_one();
     }
 
-    fn report(&self, name: &str, fresh: bool) {
+    fn report(&self, name: &str, expires_at: Option<SystemTime>) {
+        if let Some(at) = expires_at {
+            // Also after a restart that reused a saved token (no obtain, so no other update).
+            crate::observability::metrics::metrics().expiry(name, at);
+        }
         let mut b = self.inner.lock().expect("board lock");
         let first = b.awaiting_first_round.remove(name);
-        let changed = b.fresh.insert(name.to_string(), fresh) != Some(fresh);
+        let changed = b.expires.insert(name.to_string(), expires_at) != Some(expires_at);
         drop(b);
         if first || changed {
             self.changed.notify_one();
         }
     }
 
-    /// (fresh, total, first round complete).
+    /// (accounts holding an unexpired token, total, first round complete).
     pub fn counts(&self) -> (usize, usize, bool) {
+        let now = SystemTime::now();
         let b = self.inner.lock().expect("board lock");
-        (
-            b.fresh.values().filter(|f| **f).count(),
-            b.fresh.len(),
-            b.awaiting_first_round.is_empty(),
-        )
+        let fresh = b
+            .expires
+            .values()
+            .filter(|e| e.is_some_and(|at| at > now))
+            .count();
+        (fresh, b.expires.len(), b.awaiting_first_round.is_empty())
+    }
+
+    /// Accounts without an unexpired token at `now`, sorted (for `/readyz`).
+    pub fn not_ready(&self, now: SystemTime) -> Vec<String> {
+        let b = self.inner.lock().expect("board lock");
+        let mut names: Vec<String> = b
+            .expires
+            .iter()
+            .filter(|(_, e)| !e.is_some_and(|at| at > now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -184,6 +205,14 @@ pub async fn run(
     let board = Arc::new(Board::default());
     let mut accounts: BTreeMap<String, AccountHandle> = BTreeMap::new();
     info!(config = %path.display(), accounts = cfg.accounts.len(), state_dir = %cfg.daemon.state_dir.display(), "tokend starting");
+    let http = match cfg.daemon.listen {
+        Some(addr) => Some(
+            crate::observability::http::serve(addr, board.clone(), root.clone())
+                .await
+                .context("refusing to start")?,
+        ),
+        None => None,
+    };
     let mut watcher = ConfigWatcher::new(control_tx.clone());
     watcher.update(&cfg);
     let daemon_settings = cfg.daemon.clone();
@@ -254,7 +283,7 @@ pub async fn run(
     info!("stopping");
     sd_notify(&[NotifyState::Stopping]);
     root.cancel();
-    let tasks: Vec<JoinHandle<()>> = accounts.into_values().map(|h| h.task).collect();
+    let tasks: Vec<JoinHandle<()>> = accounts.into_values().map(|h| h.task).chain(http).collect();
     if tokio::time::timeout(SHUTDOWN_GRACE, futures_util::future::join_all(tasks))
         .await
         .is_err()
@@ -330,6 +359,7 @@ async fn reload(
         Ok(c) => c,
         Err(errors) => {
             error!(config = %path.display(), "reload failed; keeping the running config:\n{errors}");
+            crate::observability::metrics::metrics().reload("error");
             sd_notify(&[NotifyState::Ready]);
             return;
         }
@@ -662,8 +692,10 @@ impl AccountTask {
             if let Err(e) = self.svc.store.save(&state) {
                 error!(account = %name, error = %e, "cannot save state");
             }
-            let fresh = state.valid_token(SystemTime::now()).is_some();
-            self.board.report(&name, fresh);
+            let expires_at = state
+                .valid_token(SystemTime::now())
+                .map(|t| from_ms(t.expires_at_ms));
+            self.board.report(&name, expires_at);
             if first_round {
                 first_round = false;
             }

@@ -6,6 +6,7 @@ mod support;
 mod aws;
 mod config;
 mod emulator;
+mod metrics;
 mod oauth2_real;
 mod oauth_server_smoke;
 mod providers;
