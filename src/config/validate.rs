@@ -764,7 +764,7 @@ fn check_template(
     user_written: bool,
 ) -> bool {
     let env = template::environment();
-    match template::check(&env, source, known) {
+    match template::check(env, source, known) {
         Err(m) => {
             v.error(field, m);
             false

@@ -104,26 +104,10 @@ impl Provider {
         vars: &Vars,
         via: Via,
     ) -> Result<Obtained, ProviderError> {
-        let secrets: Vec<&str> = vars.secrets().collect();
-        let result = self.send(client, exchange, vars, via).await;
         // Messages pass through redaction: a server may echo a credential back.
-        result.map_err(|e| match e {
-            ProviderError::Transient {
-                message,
-                retry_after,
-                maybe_processed,
-            } => ProviderError::Transient {
-                message: redact(&message, secrets.iter().copied()),
-                retry_after,
-                maybe_processed,
-            },
-            ProviderError::Rejected { message } => ProviderError::Rejected {
-                message: redact(&message, secrets.iter().copied()),
-            },
-            ProviderError::Malformed { message } => ProviderError::Malformed {
-                message: redact(&message, secrets.iter().copied()),
-            },
-        })
+        self.send(client, exchange, vars, via)
+            .await
+            .map_err(|e| e.map_message(|m| redact(m, vars.secrets())))
     }
 
     async fn send(
@@ -135,7 +119,7 @@ impl Provider {
     ) -> Result<Obtained, ProviderError> {
         let env = template::environment();
         let malformed = |message: String| ProviderError::Malformed { message };
-        let url_text = template::render(&env, &exchange.url, vars)
+        let url_text = template::render(env, &exchange.url, vars)
             .map_err(|m| malformed(format!("{} url: {m}", via.as_str())))?;
         let url = reqwest::Url::parse(&url_text)
             .map_err(|e| malformed(format!("{} url: {e}", via.as_str())))?;
@@ -148,7 +132,7 @@ impl Provider {
             .timeout(self.timeout)
             .header(reqwest::header::ACCEPT, "application/json");
         for (name, value) in &exchange.headers {
-            let value = template::render(&env, value, vars)
+            let value = template::render(env, value, vars)
                 .map_err(|m| malformed(format!("{what}: header {name}: {m}")))?;
             if !value.is_empty() {
                 request = request.header(name.as_str(), value);
@@ -157,7 +141,7 @@ impl Provider {
         request = match &exchange.body {
             Body::Empty => request,
             Body::Json(tree) => {
-                let rendered = render_json(&env, tree, vars)
+                let rendered = render_json(env, tree, vars)
                     .map_err(|m| malformed(format!("{what}: json body: {m}")))?;
                 request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -166,7 +150,7 @@ impl Provider {
             Body::Form(fields) => {
                 let mut form = url::form_urlencoded::Serializer::new(String::new());
                 for (name, value) in fields {
-                    let value = template::render(&env, value, vars)
+                    let value = template::render(env, value, vars)
                         .map_err(|m| malformed(format!("{what}: form field {name}: {m}")))?;
                     if !value.is_empty() {
                         form.append_pair(name, &value);

@@ -215,6 +215,27 @@ impl ProviderError {
         )
     }
 
+    /// The same error with its message rewritten (redaction).
+    pub fn map_message(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            ProviderError::Transient {
+                message,
+                retry_after,
+                maybe_processed,
+            } => ProviderError::Transient {
+                message: f(&message),
+                retry_after,
+                maybe_processed,
+            },
+            ProviderError::Rejected { message } => ProviderError::Rejected {
+                message: f(&message),
+            },
+            ProviderError::Malformed { message } => ProviderError::Malformed {
+                message: f(&message),
+            },
+        }
+    }
+
     /// `Retry-After` of a transient failure.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -63,8 +63,13 @@ impl Vars {
     }
 }
 
-/// The environment every exchange template renders in.
-pub fn environment() -> Environment<'static> {
+/// The environment every exchange template renders in (built once per process).
+pub fn environment() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(build_environment)
+}
+
+fn build_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     // RFC 6749 §2.3.1: id and secret are form-urlencoded, joined by ':', then base64.
