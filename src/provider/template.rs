@@ -131,9 +131,9 @@ mod tests {
     #[test]
     fn renders_graphql_literals_and_basic_auth() {
         let env = environment();
-        let out = render(&env, "createToken(login: {{ username | tojson }})", &vars()).unwrap();
+        let out = render(env, "createToken(login: {{ username | tojson }})", &vars()).unwrap();
         assert_eq!(out, r#"createToken(login: "ana \"x\"")"#);
-        let out = render(&env, "{{ basic_auth(client_id, client_secret) }}", &vars()).unwrap();
+        let out = render(env, "{{ basic_auth(client_id, client_secret) }}", &vars()).unwrap();
         assert_eq!(
             base64::engine::general_purpose::STANDARD
                 .decode(out)
@@ -146,16 +146,16 @@ mod tests {
     fn printing_an_unset_variable_fails_but_testing_it_does_not() {
         let env = environment();
         assert!(
-            render(&env, "{{ password }}", &vars())
+            render(env, "{{ password }}", &vars())
                 .unwrap_err()
                 .contains("not set")
         );
         assert_eq!(
-            render(&env, "{% if password is defined %}x{% endif %}", &vars()).unwrap(),
+            render(env, "{% if password is defined %}x{% endif %}", &vars()).unwrap(),
             ""
         );
         assert_eq!(
-            render(&env, "{{ scope | default('') }}", &vars()).unwrap(),
+            render(env, "{{ scope | default('') }}", &vars()).unwrap(),
             ""
         );
     }
@@ -164,9 +164,9 @@ mod tests {
     fn check_lists_unknown_variables() {
         let env = environment();
         assert_eq!(
-            check(&env, "{{ pasword }} {{ username }}", &["username"]).unwrap(),
+            check(env, "{{ pasword }} {{ username }}", &["username"]).unwrap(),
             vec!["pasword"]
         );
-        assert!(check(&env, "{{ x", &[]).is_err());
+        assert!(check(env, "{{ x", &[]).is_err());
     }
 }
