@@ -18,15 +18,29 @@ pub fn run_blocking(dir: &Path) -> anyhow::Result<ExitCode> {
     let emu = Emulator::start(Options::default()).context("cannot start the provider emulator")?;
     let config_path = dir.join("tokend.toml");
     let text = demo_config(&emu);
-    crate::fsutil::atomic_write(&config_path, text.as_bytes(), crate::fsutil::FileAttrs::PRIVATE)?;
+    crate::fsutil::atomic_write(
+        &config_path,
+        text.as_bytes(),
+        crate::fsutil::FileAttrs::PRIVATE,
+    )?;
     let cfg = crate::cli::load(&config_path)?;
     crate::observability::logging::init(crate::config::LogFormat::Text, "info");
-    println!("tokend demo: provider emulator on http://{} (tokens live 20 s, refreshed at ~75 %)", emu.addr());
+    println!(
+        "tokend demo: provider emulator on http://{} (tokens live 20 s, refreshed at ~75 %)",
+        emu.addr()
+    );
     println!("  config: {}", config_path.display());
-    println!("  tokens: {}/tokens/ (try: watch -n1 cat {}/tokens/zarv.token)", dir.display(), dir.display());
+    println!(
+        "  tokens: {}/tokens/ (try: watch -n1 cat {}/tokens/zarv.token)",
+        dir.display(),
+        dir.display()
+    );
     println!("  status: tokend -c {} status", config_path.display());
     println!("  Ctrl-C to stop\n");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     let code = rt.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
         let signals = crate::daemon::spawn_signals(tx.clone())?;
@@ -45,18 +59,45 @@ pub fn demo_config(emu: &Emulator) -> String {
          [daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\n\n\
          [daemon.refresh]\nmin_margin = \"3s\"   # 20 s demo tokens: refresh at ~75 %, not at the L/2 cap\n\n",
     );
-    let file = |name: &str, format: &str| format!("\n[[account.sink]]\ntype = \"file\"\npath = \"tokens/{name}.token\"\nformat = \"{format}\"\n");
-    let user = format!("username = \"{}\"\npassword = \"{}\"\n", emulator::USERNAME, emulator::PASSWORD);
-    let client = format!("client_id = \"{}\"\nclient_secret = \"{}\"\n", emulator::CLIENT_ID, emulator::CLIENT_SECRET);
+    let file = |name: &str, format: &str| {
+        format!(
+            "\n[[account.sink]]\ntype = \"file\"\npath = \"tokens/{name}.token\"\nformat = \"{format}\"\n"
+        )
+    };
+    let user = format!(
+        "username = \"{}\"\npassword = \"{}\"\n",
+        emulator::USERNAME,
+        emulator::PASSWORD
+    );
+    let client = format!(
+        "client_id = \"{}\"\nclient_secret = \"{}\"\n",
+        emulator::CLIENT_ID,
+        emulator::CLIENT_SECRET
+    );
     let accounts = [
         ("pontotel", Provider::Pontotel, user.clone(), "raw"),
         ("funcional", Provider::Funcional, user.clone(), "bearer"),
-        ("hubsoft", Provider::Hubsoft, format!("{user}{client}"), "json"),
+        (
+            "hubsoft",
+            Provider::Hubsoft,
+            format!("{user}{client}"),
+            "json",
+        ),
         ("zarv", Provider::Zarv, user.clone(), "raw"),
-        ("itflex", Provider::Itflex, format!("refresh_token = \"{}\"\n", emulator::INTEGRATOR_KEY), "env"),
+        (
+            "itflex",
+            Provider::Itflex,
+            format!("refresh_token = \"{}\"\n", emulator::INTEGRATOR_KEY),
+            "env",
+        ),
     ];
     for (name, provider, creds, format) in accounts {
-        let _ = write!(t, "[[account]]\nname = \"{name}\"\nprovider = \"{name}\"\nbase_url = \"{}\"\n{creds}{}\n", emu.base_url(provider), file(name, format));
+        let _ = write!(
+            t,
+            "[[account]]\nname = \"{name}\"\nprovider = \"{name}\"\nbase_url = \"{}\"\n{creds}{}\n",
+            emu.base_url(provider),
+            file(name, format)
+        );
     }
     let _ = write!(
         t,
