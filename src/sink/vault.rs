@@ -14,6 +14,21 @@
 //! [`MAX_CAS_ATTEMPTS`] times. A 400 on a version that did not move is not a conflict and is
 //! reported as a permanent error.
 //!
+//! # Talking to Vault: vaultrs
+//!
+//! Every Vault call goes through the vaultrs crate ([`api`] wraps the six the sink needs:
+//! KV v2 read and check-and-set write, AppRole and Kubernetes login, token lookup and
+//! renewal). [`api`]'s module doc explains the three gaps worked around: vaultrs logs
+//! expected non-2xx answers at ERROR (tokend's log filter turns its targets off,
+//! [`crate::observability::logging`]); `kv2::read` drops the version check-and-set needs
+//! (vaultrs's `ReadSecretRequest` endpoint is executed directly, with `kv2::read_metadata`
+//! after a 404); and its client types print the token in `Debug` (never formatted; the
+//! sink's `Debug` impls are written by hand).
+//!
+//! The token needs read, create and update on `{mount}/data/{path}`. Read on
+//! `{mount}/metadata/{path}` is only used to overwrite a secret whose latest version is
+//! deleted or destroyed (its version number is only in the metadata).
+//!
 //! # The sink's own Vault token
 //!
 //! See [`token`]: logged in (AppRole, Kubernetes) or read (token auth) on the first write,
@@ -36,7 +51,10 @@
 //! rustls with the system roots plus `ca_file`. `tls_server_name` is the name the
 //! certificate is checked against (and sent as SNI): requests go to that name, and a small
 //! resolver maps it to the host of `address`. Plain `http://` is allowed for loopback
-//! addresses only.
+//! addresses only. vaultrs's settings can express the CA file and the timeout but not the
+//! resolver (nor a connection timeout or a user agent), so the sink builds this reqwest
+//! client itself (`http_client`) and [`api`] installs it as the transport of the vaultrs
+//! client; vaultrs still builds, sends and parses every request over it.
 
 mod api;
 mod token;
@@ -195,7 +213,7 @@ impl VaultSinkConfig {
         let path = check(v, "path", clean_path(&self.path));
         let namespace = match &self.namespace {
             None => Some(None),
-            Some(ns) => check(v, "namespace", clean_path(ns)).map(Some),
+            Some(ns) => check(v, "namespace", clean_path(ns).and_then(header_safe)).map(Some),
         };
         let timeout = match &self.timeout {
             None => Some(DEFAULT_TIMEOUT),
@@ -251,9 +269,9 @@ impl VaultSinkConfig {
             "",
             http_client(&address, timeout, roots, server_name.as_deref()),
         )?;
+        let api = check(v, "", Api::new(http, &base, namespace.clone(), timeout))?;
         let shown = address.as_str().trim_end_matches('/').to_string();
         let label = format!("vault:{mount}/{path}");
-        let api = Api::new(http, base, namespace.clone());
         let keeper = Keeper::new(
             api.clone(),
             auth,
@@ -472,6 +490,17 @@ fn not_empty(secret: &SecretString) -> Result<(), String> {
         Err("is empty".into())
     } else {
         Ok(())
+    }
+}
+
+/// A namespace is sent as the `X-Vault-Namespace` header (vaultrs panics on one that does
+/// not fit).
+fn header_safe(text: String) -> Result<String, String> {
+    match HeaderValue::from_str(&text) {
+        Ok(_) => Ok(text),
+        Err(_) => Err(format!(
+            "{text:?} holds characters that cannot be sent in an http header"
+        )),
     }
 }
 
@@ -730,8 +759,18 @@ impl VaultSink {
             if let Some((version, detail)) = &refused
                 && *version == cas
             {
+                // At 0, the read found no version: if the latest one is deleted, only the
+                // metadata tells its number, and the token may not be allowed to read it.
+                let hint = if cas == 0 {
+                    format!(
+                        "; if the secret's latest version is deleted, allow read on \"{}/metadata/{}\"",
+                        self.mount, self.path
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(Failed::Other(SinkError::Permanent(format!(
-                    "{}: vault rejected the write (http 400{})",
+                    "{}: vault rejected the write (http 400{}){hint}",
                     self.context(),
                     colon(detail)
                 ))));
@@ -796,6 +835,9 @@ impl VaultSink {
                 "{context}: {}",
                 describe_unavailable(&ApiError::BadToken)
             )),
+            ApiError::Request(what) => {
+                SinkError::Permanent(format!("{context}: cannot send the request: {what}"))
+            }
             ApiError::NotKv2 => SinkError::Permanent(format!(
                 "{context}: mount {:?} is not a kv v2 secrets engine (no version metadata)",
                 self.mount

@@ -13,13 +13,17 @@
 //! alive; once it has expired the task stops, so an idle daemon does not poll a Vault that
 //! is down, and the next write logs in again. Writes check the token too: they log in when
 //! it has expired or is about to (less than a fifth of its TTL, at most 10 s, left).
+//!
+//! The Vault calls are vaultrs's (`auth::approle::login`, `auth::kubernetes::login`,
+//! `token::lookup_self`, `token::renew_self`, through [`super::api`]). A vaultrs login only
+//! returns the token: it does not put it on the client, and nothing in vaultrs renews it,
+//! so this module holds it and hands it to each call.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -395,11 +399,7 @@ impl Shared {
                 let secret_id = secret_id
                     .resolve(base_dir)
                     .map_err(|e| self.unreadable(&e))?;
-                let body = json!({
-                    "role_id": role_id.expose_secret(),
-                    "secret_id": secret_id.expose_secret(),
-                });
-                self.api.login(mount, &body).await
+                self.api.approle_login(mount, &role_id, &secret_id).await
             }
             Auth::Kubernetes {
                 mount,
@@ -409,8 +409,8 @@ impl Shared {
                 let jwt = std::fs::read_to_string(jwt_file).map_err(|e| {
                     self.unreadable(&format!("cannot read jwt_file {}: {e}", jwt_file.display()))
                 })?;
-                let body = json!({ "role": role, "jwt": jwt.trim() });
-                self.api.login(mount, &body).await
+                let jwt = SecretString::from(jwt.trim().to_string());
+                self.api.kubernetes_login(mount, role, &jwt).await
             }
         };
         result.map_err(|e| match e {
@@ -420,6 +420,7 @@ impl Shared {
             ApiError::BadToken => {
                 self.unreadable("the token holds characters that cannot be sent in an http header")
             }
+            ApiError::Request(what) => self.unreadable(&format!("cannot send the request: {what}")),
             other => self.unavailable(
                 &match &self.auth {
                     Auth::Token { .. } => format!("token lookup ({what})"),
@@ -614,6 +615,7 @@ pub(super) fn describe_unavailable(e: &ApiError) -> String {
         ApiError::BadToken => {
             "the vault token holds characters that cannot be sent in an http header".into()
         }
+        ApiError::Request(what) => format!("cannot send the request: {what}"),
     }
 }
 
