@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use sd_notify::NotifyState;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -590,6 +590,10 @@ impl AccountTask {
                     () = self.cancel.cancelled() => break,
                     r = account::obtain(&self.account, &mut state, &self.svc) => r,
                 };
+                // A nudge (SIGUSR1) that arrived while this flight waited or was in the air
+                // is answered by it: one flight per account (SPEC §4). `Notify` stored it
+                // as a permit; polling once consumes it.
+                let _ = self.nudge.notified().now_or_never();
                 match result {
                     Ok(o) => {
                         let d = schedule::refresh_due(
