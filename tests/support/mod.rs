@@ -7,6 +7,7 @@
 pub mod moto;
 pub mod oauth_server;
 pub mod openbao;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
