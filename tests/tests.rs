@@ -5,6 +5,7 @@ mod support;
 
 mod aws;
 mod config;
+mod daemon;
 mod emulator;
 mod oauth2_real;
 mod oauth_server_smoke;
