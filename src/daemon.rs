@@ -149,6 +149,16 @@ impl Board {
         }
     }
 
+    /// Whether some account has not yet had its first attempt.
+    fn in_first_round(&self) -> bool {
+        !self
+            .inner
+            .lock()
+            .expect("board lock")
+            .awaiting_first_round
+            .is_empty()
+    }
+
     /// (fresh, total, first round complete).
     pub fn counts(&self) -> (usize, usize, bool) {
         let b = self.inner.lock().expect("board lock");
@@ -216,13 +226,11 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let mut reload_now = false;
         tokio::select! {
             control = control_rx.recv() => match control {
                 Some(Control::Shutdown) | None => break,
-                Some(Control::Reload) => {
-                    reload_at = None;
-                    reload(&path, &daemon_settings, &mut accounts, &svc, &root, &board, &mut watcher).await;
-                }
+                Some(Control::Reload) => reload_now = true,
                 Some(Control::FileChanged) => {
                     reload_at = Some(tokio::time::Instant::now() + DEBOUNCE);
                 }
@@ -233,10 +241,7 @@ pub async fn run(
                     }
                 }
             },
-            () = reload_sleep => {
-                reload_at = None;
-                reload(&path, &daemon_settings, &mut accounts, &svc, &root, &board, &mut watcher).await;
-            }
+            () = reload_sleep => reload_now = true,
             () = watchdog_wait => sd_notify(&[NotifyState::Watchdog]),
             () = board.changed.notified() => {
                 let (fresh, total, first_round_done) = board.counts();
@@ -248,6 +253,29 @@ pub async fn run(
                 } else {
                     sd_notify(&[NotifyState::Status(&status)]);
                 }
+            }
+        }
+        if reload_now {
+            reload_at = None;
+            // RELOADING=1 … READY=1 only once READY=1 was sent: before that, READY=1
+            // still waits for the first round (SPEC §4), which a reload must not cut short.
+            if ready_sent {
+                let mut states = vec![NotifyState::Reloading];
+                states.extend(NotifyState::monotonic_usec_now().ok());
+                sd_notify(&states);
+            }
+            reload(
+                &path,
+                &daemon_settings,
+                &mut accounts,
+                &svc,
+                &root,
+                &board,
+                &mut watcher,
+            )
+            .await;
+            if ready_sent {
+                sd_notify(&[NotifyState::Ready]);
             }
         }
     }
@@ -322,18 +350,15 @@ async fn reload(
     watcher: &mut ConfigWatcher,
 ) {
     let started = Instant::now();
-    let monotonic = sd_notify::NotifyState::monotonic_usec_now().ok();
-    let mut states = vec![NotifyState::Reloading];
-    states.extend(monotonic);
-    sd_notify(&states);
     let new = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
             error!(config = %path.display(), "reload failed; keeping the running config:\n{errors}");
-            sd_notify(&[NotifyState::Ready]);
             return;
         }
     };
+    // During the first round, accounts (re)started by the reload join it.
+    let first_round = board.in_first_round();
     for w in &new.warnings {
         warn!("{w}");
     }
@@ -357,14 +382,14 @@ async fn reload(
                 let a = new_accounts
                     .remove(name)
                     .expect("added accounts are in the new config");
-                start(accounts, Arc::new(a), svc, root, board, false);
+                start(accounts, Arc::new(a), svc, root, board, first_round);
             }
             Change::Credentials => {
                 stop(accounts, name, board).await;
                 let a = new_accounts
                     .remove(name)
                     .expect("changed accounts are in the new config");
-                start(accounts, Arc::new(a), svc, root, board, false);
+                start(accounts, Arc::new(a), svc, root, board, first_round);
             }
             Change::Update { .. } => {
                 let mut a = new_accounts
@@ -390,7 +415,6 @@ async fn reload(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "config reloaded"
     );
-    sd_notify(&[NotifyState::Ready]);
     board.changed.notify_one();
 }
 
