@@ -1139,6 +1139,64 @@ fn sd_notify_reports_ready_status_reloading_and_watchdog() {
     secrets.assert_not_in(&[&d]);
 }
 
+#[test]
+fn sd_notify_ready_waits_for_the_first_round_even_across_a_reload() {
+    // Proves READY=1 means "first round done" even when a reload (SIGHUP) comes while an
+    // account's first attempt still hangs: no RELOADING=1/READY=1 before that attempt
+    // ends, then one READY=1.
+    let emu = emulator(LONG);
+    emu.fail_next(Provider::Zarv, 1, Fault::Delay(Duration::from_secs(10)));
+    let s = Setup::new("daemon-sd-notify-early-reload");
+    let slow = account(
+        &emu,
+        "slow",
+        Provider::Zarv,
+        "timeout = \"3s\"\n",
+        "",
+        &file_sink(&s.sink("slow"), "json"),
+    );
+    s.write_config(&format!(
+        "{}{}{slow}",
+        s.header(""),
+        simple_account(&s, &emu, "quick", Provider::Pontotel),
+    ));
+    let slow_state = s.state.join("slow.json");
+    let socket = NotifySocket::bind(s.dir.join("notify.sock"), move || {
+        let tried = read_json(&slow_state).is_some_and(|st| !st["last_error"].is_null());
+        format!("slow_tried={tried}")
+    });
+    let mut d = TokendProcess::run_with_env(
+        &s.config,
+        s.dir.path(),
+        [("NOTIFY_SOCKET", socket.path.as_os_str())],
+    );
+    wait_for_file(&s.sink("quick"));
+    wait_for("the slow account's first attempt to hang", WAIT, || {
+        emu.stats(Provider::Zarv).in_flight == 1
+    });
+    d.signal(Signal::SIGHUP);
+    socket.wait_for("READY=1", 1);
+    let all = socket.all();
+    let first_ready = all
+        .iter()
+        .position(|(m, _)| m.lines().any(|l| l == "READY=1"))
+        .expect("READY=1");
+    assert_eq!(
+        all[first_ready].1, "slow_tried=true",
+        "READY=1 before the first round was done: {all:?}"
+    );
+    assert!(
+        all[..first_ready]
+            .iter()
+            .all(|(m, _)| !m.lines().any(|l| l == "RELOADING=1")),
+        "RELOADING=1 before READY=1: {all:?}"
+    );
+    stop(&mut d);
+    let mut secrets = Secrets::new();
+    secrets.harvest_state(&s.state);
+    secrets.assert_not_in(&[&d]);
+}
+
 // ---------------------------------------------------------------------------------------
 // 10. The state lock
 // ---------------------------------------------------------------------------------------
