@@ -1,6 +1,6 @@
-//! Test support: temporary directories, condition waiting, and launchers for the real
-//! servers (OpenBao, moto, an OAuth2 authorization server) installed by
-//! `scripts/install-test-deps`.
+//! Test support: temporary directories, condition waiting, the real `tokend` binary as a
+//! child process (`process::TokendProcess`), and launchers for the real servers (OpenBao,
+//! moto, an OAuth2 authorization server) installed by `scripts/install-test-deps`.
 
 #![allow(dead_code)]
 
