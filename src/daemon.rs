@@ -523,8 +523,7 @@ impl AccountTask {
             .as_deref()
             .and_then(|s| schedule::parse_cron(s).ok());
         let mut next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, now));
-        // A saved fresh token is reused (no login on restart) and written to every sink:
-        // a sink under /run may be gone after a reboot.
+        // A saved fresh token is reused (no login on restart).
         let mut due: Option<SystemTime> = if account::is_fresh(&self.account, &state, now) {
             let t = state.token.as_ref().expect("fresh implies a token");
             info!(account = %name, expires_at = %rfc3339(from_ms(t.expires_at_ms)), "reusing the saved token");
@@ -537,7 +536,10 @@ impl AccountTask {
         } else {
             None
         };
-        let mut pending: BTreeMap<usize, PendingSink> = if due.is_some() {
+        // A saved valid token, fresh or already due, is written to every sink: a sink
+        // under /run may be gone after a reboot, and when the provider is down the due
+        // refresh may take until expiry. A new token obtained first replaces it unwritten.
+        let mut pending: BTreeMap<usize, PendingSink> = if state.valid_token(now).is_some() {
             self.all_sinks_now()
         } else {
             BTreeMap::new()
