@@ -251,6 +251,13 @@ impl Secrets {
     }
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 /// SIGTERM, then the exit status within SPEC §4's 10 s.
 fn stop(d: &mut TokendProcess) {
     d.signal(Signal::SIGTERM);
@@ -642,6 +649,40 @@ fn restart_with_fresh_state_makes_no_request_and_writes_the_sinks_again() {
         second.log_lines("reusing the saved token").len(),
         providers.len()
     );
+    stop(&mut second);
+    let mut secrets = Secrets::new();
+    secrets.harvest_state(&s.state);
+    secrets.assert_not_in(&[&first, &second]);
+}
+
+#[test]
+fn restart_with_a_due_token_and_the_provider_down_still_writes_the_sinks() {
+    // Proves a restart never leaves a token file missing while a valid token is saved:
+    // the token is due for refresh and the provider answers 503, yet the still-valid
+    // token is written (a reboot empties /run) while the daemon keeps retrying.
+    let emu = emulator(LONG);
+    let s = Setup::new("daemon-restart-due");
+    let body = simple_account(&s, &emu, "a", Provider::Pontotel);
+    s.write_config(&(s.header("") + &body));
+    let mut first = s.start_ready();
+    let token = sink_token(&s.sink("a")).expect("token file");
+    stop(&mut first);
+    std::fs::remove_file(s.sink("a")).expect("remove token file");
+    // Same credentials (the state stays), but due 1 s after it was obtained.
+    s.write_config(&(s.header("[daemon.refresh]\nratio = 0.01\njitter = 0.0\n") + &body));
+    emu.set_random_faults(Provider::Pontotel, 1.0, vec![Fault::Status(503)]);
+    let obtained = s.state_of("a").expect("state")["token"]["obtained_at_ms"]
+        .as_u64()
+        .expect("obtained_at_ms");
+    wait_for("the saved token to be due", WAIT, || {
+        now_ms() > obtained + 1500
+    });
+    let mut second = s.start();
+    wait_for("a failed refresh attempt", WAIT, || {
+        emu.stats(Provider::Pontotel).faults >= 1
+    });
+    wait_for_file(&s.sink("a"));
+    assert_eq!(sink_token(&s.sink("a")), Some(token), "the saved token");
     stop(&mut second);
     let mut secrets = Secrets::new();
     secrets.harvest_state(&s.state);
