@@ -25,7 +25,7 @@ use crate::config::diff::{Change, diff};
 use crate::config::{self, Account, Config};
 use crate::provider::ProviderError;
 use crate::schedule::{self, MIN_INTERVAL};
-use crate::sink::{SinkError, rfc3339};
+use crate::sink::{SinkConfig, SinkError, rfc3339};
 use crate::state::{AccountState, from_ms, to_ms};
 
 /// How long file events are collected before a reload (editors write in several steps).
@@ -581,11 +581,8 @@ impl AccountTask {
                         next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, SystemTime::now()));
                     }
                     if old.sink_configs != self.account.sink_configs {
-                        // Only new sinks get the current token; no login (SPEC §4).
-                        pending = self.account.sink_configs.iter().enumerate()
-                            .filter(|(_, c)| !old.sink_configs.contains(c))
-                            .map(|(i, _)| (i, PendingSink { at: Instant::now(), attempt: 0 }))
-                            .collect();
+                        // New sinks get the current token now, no login (SPEC §4).
+                        pending = carry_pending(&old.sink_configs, &self.account.sink_configs, &pending);
                         let labels: Vec<String> = self.account.sinks.iter().map(|s| s.label()).collect();
                         state.sinks.retain(|k, _| labels.contains(k));
                     }
@@ -737,6 +734,29 @@ impl AccountTask {
         }
         wait
     }
+}
+
+/// The sinks pending after the sink list changed from `old` to `new`: a kept sink keeps
+/// its pending retry (sinks are independent, SPEC §4), re-indexed to the new list; a new
+/// sink is due now.
+fn carry_pending(
+    old: &[SinkConfig],
+    new: &[SinkConfig],
+    pending: &BTreeMap<usize, PendingSink>,
+) -> BTreeMap<usize, PendingSink> {
+    new.iter()
+        .enumerate()
+        .filter_map(|(i, c)| match old.iter().position(|o| o == c) {
+            Some(j) => pending.get(&j).map(|p| (i, *p)),
+            None => Some((
+                i,
+                PendingSink {
+                    at: Instant::now(),
+                    attempt: 0,
+                },
+            )),
+        })
+        .collect()
 }
 
 fn sink_backoff(account: &Account, attempt: u32, e: &SinkError) -> Duration {
