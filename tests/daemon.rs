@@ -938,6 +938,36 @@ fn reload_touches_only_the_accounts_that_changed() {
     secrets.assert_not_in(&[&d]);
 }
 
+#[test]
+fn a_sinks_only_reload_keeps_a_failing_sink_retrying() {
+    // Proves sinks stay independent across a sinks-only reload: a sink that fails (its
+    // directory is blocked by a file) keeps its own retries after another sink is added,
+    // and gets the token once unblocked, all without a request to the provider.
+    let emu = emulator(LONG);
+    let s = Setup::new("daemon-reload-failing-sink");
+    let blocker = s.dir.write("out/blocked", "not a directory\n");
+    let stuck = blocker.join("token.json");
+    let header = s.header("[daemon.retry]\ninitial = \"200ms\"\nmax = \"1s\"\n");
+    let sinks = file_sink(&stuck, "json") + &file_sink(&s.sink("a"), "json");
+    let added = s.dir.join("out/a.raw");
+    let before = header.clone() + &account(&emu, "a", Provider::Pontotel, "", "", &sinks);
+    let after_sinks = sinks + &file_sink(&added, "raw");
+    let after = header + &account(&emu, "a", Provider::Pontotel, "", "", &after_sinks);
+    s.write_config(&before);
+    let mut d = s.start_ready();
+    d.wait_for_log_count("sink write failed", 2, WAIT);
+    write_private(&s.config, &after);
+    wait_for_file(&added);
+    std::fs::remove_file(&blocker).expect("unblock");
+    wait_for_file(&stuck);
+    assert_eq!(sink_token(&stuck), sink_token(&s.sink("a")));
+    assert_eq!(emu.stats(Provider::Pontotel).requests, 1);
+    let mut secrets = Secrets::new();
+    secrets.harvest_state(&s.state);
+    stop(&mut d);
+    secrets.assert_not_in(&[&d]);
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. Signals
 // ---------------------------------------------------------------------------------------
