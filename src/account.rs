@@ -330,6 +330,10 @@ async fn run_command(
     doc: &TokenDocument,
 ) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
+    // A clean environment: tokend's own holds `{ env = "…" }` secrets, Vault and AWS
+    // credentials and NOTIFY_SOCKET, none of which a hook may see (SPEC §4).
+    cmd.env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| hook_may_inherit(k)));
     cmd.args(&argv[1..])
         .env("TOKEND_ACCOUNT", account)
         .env("TOKEND_EXPIRES_AT", doc.expires_at_rfc3339())
@@ -348,6 +352,16 @@ async fn run_command(
             humantime::format_duration(timeout)
         )),
     }
+}
+
+/// The variables a notify command inherits from tokend: what a program needs to run and
+/// speak the right language, nothing that could hold a secret.
+fn hook_may_inherit(name: &std::ffi::OsStr) -> bool {
+    const INHERITED: [&str; 9] = [
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM",
+    ];
+    name.to_str()
+        .is_some_and(|n| INHERITED.contains(&n) || n.starts_with("LC_"))
 }
 
 fn signal_pid_file(signal: nix::sys::signal::Signal, pid_file: &Path) -> Result<(), String> {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use sd_notify::NotifyState;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -25,7 +25,7 @@ use crate::config::diff::{Change, diff};
 use crate::config::{self, Account, Config};
 use crate::provider::ProviderError;
 use crate::schedule::{self, MIN_INTERVAL};
-use crate::sink::{SinkError, rfc3339};
+use crate::sink::{SinkConfig, SinkError, rfc3339};
 use crate::state::{AccountState, from_ms, to_ms};
 
 /// How long file events are collected before a reload (editors write in several steps).
@@ -155,6 +155,16 @@ impl Board {
         }
     }
 
+    /// Whether some account has not yet had its first attempt.
+    fn in_first_round(&self) -> bool {
+        !self
+            .inner
+            .lock()
+            .expect("board lock")
+            .awaiting_first_round
+            .is_empty()
+    }
+
     /// (accounts holding an unexpired token, total, first round complete).
     pub fn counts(&self) -> (usize, usize, bool) {
         let now = SystemTime::now();
@@ -245,13 +255,11 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let mut reload_now = false;
         tokio::select! {
             control = control_rx.recv() => match control {
                 Some(Control::Shutdown) | None => break,
-                Some(Control::Reload) => {
-                    reload_at = None;
-                    reload(&path, &daemon_settings, &mut accounts, &svc, &root, &board, &mut watcher).await;
-                }
+                Some(Control::Reload) => reload_now = true,
                 Some(Control::FileChanged) => {
                     reload_at = Some(tokio::time::Instant::now() + DEBOUNCE);
                 }
@@ -262,10 +270,7 @@ pub async fn run(
                     }
                 }
             },
-            () = reload_sleep => {
-                reload_at = None;
-                reload(&path, &daemon_settings, &mut accounts, &svc, &root, &board, &mut watcher).await;
-            }
+            () = reload_sleep => reload_now = true,
             () = watchdog_wait => sd_notify(&[NotifyState::Watchdog]),
             () = board.changed.notified() => {
                 let (fresh, total, first_round_done) = board.counts();
@@ -277,6 +282,29 @@ pub async fn run(
                 } else {
                     sd_notify(&[NotifyState::Status(&status)]);
                 }
+            }
+        }
+        if reload_now {
+            reload_at = None;
+            // RELOADING=1 … READY=1 only once READY=1 was sent: before that, READY=1
+            // still waits for the first round (SPEC §4), which a reload must not cut short.
+            if ready_sent {
+                let mut states = vec![NotifyState::Reloading];
+                states.extend(NotifyState::monotonic_usec_now().ok());
+                sd_notify(&states);
+            }
+            reload(
+                &path,
+                &daemon_settings,
+                &mut accounts,
+                &svc,
+                &root,
+                &board,
+                &mut watcher,
+            )
+            .await;
+            if ready_sent {
+                sd_notify(&[NotifyState::Ready]);
             }
         }
     }
@@ -351,19 +379,16 @@ async fn reload(
     watcher: &mut ConfigWatcher,
 ) {
     let started = Instant::now();
-    let monotonic = sd_notify::NotifyState::monotonic_usec_now().ok();
-    let mut states = vec![NotifyState::Reloading];
-    states.extend(monotonic);
-    sd_notify(&states);
     let new = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
             error!(config = %path.display(), "reload failed; keeping the running config:\n{errors}");
             crate::observability::metrics::metrics().reload("error");
-            sd_notify(&[NotifyState::Ready]);
             return;
         }
     };
+    // During the first round, accounts (re)started by the reload join it.
+    let first_round = board.in_first_round();
     for w in &new.warnings {
         warn!("{w}");
     }
@@ -387,14 +412,14 @@ async fn reload(
                 let a = new_accounts
                     .remove(name)
                     .expect("added accounts are in the new config");
-                start(accounts, Arc::new(a), svc, root, board, false);
+                start(accounts, Arc::new(a), svc, root, board, first_round);
             }
             Change::Credentials => {
                 stop(accounts, name, board).await;
                 let a = new_accounts
                     .remove(name)
                     .expect("changed accounts are in the new config");
-                start(accounts, Arc::new(a), svc, root, board, false);
+                start(accounts, Arc::new(a), svc, root, board, first_round);
             }
             Change::Update { .. } => {
                 let mut a = new_accounts
@@ -420,7 +445,6 @@ async fn reload(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "config reloaded"
     );
-    sd_notify(&[NotifyState::Ready]);
     board.changed.notify_one();
 }
 
@@ -529,8 +553,7 @@ impl AccountTask {
             .as_deref()
             .and_then(|s| schedule::parse_cron(s).ok());
         let mut next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, now));
-        // A saved fresh token is reused (no login on restart) and written to every sink:
-        // a sink under /run may be gone after a reboot.
+        // A saved fresh token is reused (no login on restart).
         let mut due: Option<SystemTime> = if account::is_fresh(&self.account, &state, now) {
             let t = state.token.as_ref().expect("fresh implies a token");
             info!(account = %name, expires_at = %rfc3339(from_ms(t.expires_at_ms)), "reusing the saved token");
@@ -543,7 +566,10 @@ impl AccountTask {
         } else {
             None
         };
-        let mut pending: BTreeMap<usize, PendingSink> = if due.is_some() {
+        // A saved valid token, fresh or already due, is written to every sink: a sink
+        // under /run may be gone after a reboot, and when the provider is down the due
+        // refresh may take until expiry. A new token obtained first replaces it unwritten.
+        let mut pending: BTreeMap<usize, PendingSink> = if state.valid_token(now).is_some() {
             self.all_sinks_now()
         } else {
             BTreeMap::new()
@@ -585,11 +611,8 @@ impl AccountTask {
                         next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, SystemTime::now()));
                     }
                     if old.sink_configs != self.account.sink_configs {
-                        // Only new sinks get the current token; no login (SPEC §4).
-                        pending = self.account.sink_configs.iter().enumerate()
-                            .filter(|(_, c)| !old.sink_configs.contains(c))
-                            .map(|(i, _)| (i, PendingSink { at: Instant::now(), attempt: 0 }))
-                            .collect();
+                        // New sinks get the current token now, no login (SPEC §4).
+                        pending = carry_pending(&old.sink_configs, &self.account.sink_configs, &pending);
                         let labels: Vec<String> = self.account.sinks.iter().map(|s| s.label()).collect();
                         state.sinks.retain(|k, _| labels.contains(k));
                     }
@@ -620,6 +643,10 @@ impl AccountTask {
                     () = self.cancel.cancelled() => break,
                     r = account::obtain(&self.account, &mut state, &self.svc) => r,
                 };
+                // A nudge (SIGUSR1) that arrived while this flight waited or was in the air
+                // is answered by it: one flight per account (SPEC §4). `Notify` stored it
+                // as a permit; polling once consumes it.
+                let _ = self.nudge.notified().now_or_never();
                 match result {
                     Ok(o) => {
                         let d = schedule::refresh_due(
@@ -739,6 +766,29 @@ impl AccountTask {
         }
         wait
     }
+}
+
+/// The sinks pending after the sink list changed from `old` to `new`: a kept sink keeps
+/// its pending retry (sinks are independent, SPEC §4), re-indexed to the new list; a new
+/// sink is due now.
+fn carry_pending(
+    old: &[SinkConfig],
+    new: &[SinkConfig],
+    pending: &BTreeMap<usize, PendingSink>,
+) -> BTreeMap<usize, PendingSink> {
+    new.iter()
+        .enumerate()
+        .filter_map(|(i, c)| match old.iter().position(|o| o == c) {
+            Some(j) => pending.get(&j).map(|p| (i, *p)),
+            None => Some((
+                i,
+                PendingSink {
+                    at: Instant::now(),
+                    attempt: 0,
+                },
+            )),
+        })
+        .collect()
 }
 
 fn sink_backoff(account: &Account, attempt: u32, e: &SinkError) -> Duration {

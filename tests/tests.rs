@@ -5,6 +5,7 @@ mod support;
 
 mod aws;
 mod config;
+mod daemon;
 mod emulator;
 mod metrics;
 mod oauth2_real;

@@ -1,12 +1,13 @@
-//! Test support: temporary directories, condition waiting, and launchers for the real
-//! servers (OpenBao, moto, an OAuth2 authorization server) installed by
-//! `scripts/install-test-deps`.
+//! Test support: temporary directories, condition waiting, the real `tokend` binary as a
+//! child process (`process::TokendProcess`), and launchers for the real servers (OpenBao,
+//! moto, an OAuth2 authorization server) installed by `scripts/install-test-deps`.
 
 #![allow(dead_code)]
 
 pub mod moto;
 pub mod oauth_server;
 pub mod openbao;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
