@@ -440,6 +440,7 @@ async fn reload(
             }
         }
     }
+    crate::observability::metrics::metrics().reload("success");
     info!(
         changes = plan.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
