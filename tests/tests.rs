@@ -8,5 +8,6 @@ mod config;
 mod emulator;
 mod oauth2_real;
 mod oauth_server_smoke;
+mod packaging;
 mod providers;
 mod vault;
