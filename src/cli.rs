@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::account::{self, Services};
 use crate::config::{self, Config};
@@ -60,6 +60,13 @@ pub enum Command {
         #[arg(long, default_value = "tokend-demo")]
         dir: PathBuf,
     },
+    /// Write the man page (DIR/tokend.1) and bash, zsh and fish completions
+    /// (DIR/completions/) for packaging; see packaging/build-deb.
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// An error that exits with status 2 (usage or configuration).
@@ -80,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { name } => token(&path, &name),
         Command::Run => crate::daemon::run_blocking(&path),
         Command::Demo { dir } => crate::demo::run_blocking(&dir),
+        Command::GenerateAssets { dir } => generate_assets(&dir),
     }
 }
 
@@ -380,4 +388,153 @@ fn token(path: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The man page text clap cannot derive: what the daemon does, and what an operator
+/// looks for (exit codes, signals, environment, files).
+const MAN_DESCRIPTION: &str = r#".SH DESCRIPTION
+\fBtokend\fR reads a TOML list of provider accounts, obtains a token for each, refreshes
+it before it expires and writes it atomically to its sinks (files, HashiCorp Vault KV v2,
+AWS Secrets Manager). It runs as a systemd \fBType=notify\fR service
+(\fBtokend.service\fR) and reloads its configuration when the file changes.
+"#;
+
+/// See [`MAN_DESCRIPTION`]; rendered after the commands.
+const MAN_OPERATOR: &str = r#".SH "EXIT STATUS"
+0 on success (and on SIGTERM or SIGINT for \fBrun\fR), 1 on a runtime failure (\fBonce\fR: any
+account failed; \fBtoken\fR: no valid token), 2 on a usage or configuration error.
+.SH SIGNALS
+.TP
+\fBSIGHUP\fR
+Reload the configuration; an invalid one is reported and the old one keeps running.
+.TP
+\fBSIGUSR1\fR
+Refresh every account now.
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop after in-flight writes finish; a second one exits at once.
+.SH ENVIRONMENT
+.TP
+\fBTOKEND_CONFIG\fR
+Config file when \fB\-c\fR is not given.
+.TP
+\fBSTATE_DIRECTORY\fR, \fBCREDENTIALS_DIRECTORY\fR
+Set by systemd: the default state dir, and where \fB{ credential = "name" }\fR secrets are read.
+.TP
+\fBRUST_LOG\fR
+Overrides \fBlog_level\fR.
+.SH FILES
+.TP
+\fI/etc/tokend/tokend.toml\fR
+The configuration (root:tokend 0640 in the packages).
+.TP
+\fI/var/lib/tokend/\fR
+State: one \fIACCOUNT\fR.json per account (tokens and expiries, 0600).
+.TP
+\fI/run/tokend/\fR
+Token files of the shipped example configuration.
+.SH "SEE ALSO"
+\fBsystemctl\fR(1), \fBsystemd.exec\fR(5), \fI/usr/share/doc/tokend/examples/\fR
+"#;
+
+/// Escapes text for roff: backslashes, hyphens (so options copy-paste as ASCII) and a
+/// leading control character.
+fn roff_escape(text: &str) -> String {
+    let s = text.replace('\\', "\\\\").replace('-', "\\-");
+    if s.starts_with(['.', '\'']) {
+        format!("\\&{s}")
+    } else {
+        s
+    }
+}
+
+/// The command line as users see it: [`Cli`] without its hidden commands, so the man page
+/// and the completions never offer `generate-assets` (clap_complete ignores `hide`).
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("tokend")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    cmd.build();
+    cmd
+}
+
+/// `tokend generate-assets DIR` (hidden): writes the man page and the bash, zsh and fish
+/// completions from the clap definition, so they never drift from the binary. Called by
+/// `packaging/build-deb` before `cargo deb`, which cannot run code.
+fn generate_assets(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&completions)
+        .with_context(|| format!("cannot create {}", completions.display()))?;
+    let cmd = visible_command();
+
+    // One page: clap's synopsis and options, then each command with its usage and
+    // arguments (clap_mangen's own section would list only their names).
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    page.write_all(MAN_DESCRIPTION.as_bytes())?;
+    man.render_options_section(&mut page)?;
+    writeln!(page, ".SH COMMANDS")?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let usage = sub.clone().render_usage().to_string();
+        let about = sub.get_long_about().or(sub.get_about());
+        writeln!(
+            page,
+            ".TP\n\\fB{}\\fR",
+            roff_escape(usage.trim_start_matches("Usage: "))
+        )?;
+        writeln!(
+            page,
+            "{}",
+            roff_escape(&about.map(|a| a.to_string()).unwrap_or_default())
+        )?;
+        let own_args = sub
+            .get_arguments()
+            .filter(|a| !a.is_global_set() && a.get_id() != "help");
+        for arg in own_args {
+            let value = match arg.get_value_names() {
+                Some(names) if arg.get_action().takes_values() => names.join(" "),
+                _ => String::new(),
+            };
+            let name = match arg.get_long() {
+                Some(long) => format!("--{long} {value}"),
+                None => value,
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let (name, help) = (roff_escape(name.trim()), roff_escape(&help));
+            writeln!(page, ".br\n\\ \\ \\fB{name}\\fR: {help}")?;
+        }
+    }
+    page.write_all(MAN_OPERATOR.as_bytes())?;
+    man.render_version_section(&mut page)?;
+    let man_path = dir.join("tokend.1");
+    std::fs::write(&man_path, page)
+        .with_context(|| format!("cannot write {}", man_path.display()))?;
+
+    use clap_complete::Shell;
+    for (shell, file) in [
+        (Shell::Bash, "tokend.bash"),
+        (Shell::Zsh, "_tokend"),
+        (Shell::Fish, "tokend.fish"),
+    ] {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), "tokend", &mut script);
+        let path = completions.join(file);
+        std::fs::write(&path, script)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "wrote {} and {}/{{tokend.bash,_tokend,tokend.fish}}",
+        man_path.display(),
+        completions.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,5 +10,6 @@ mod emulator;
 mod metrics;
 mod oauth2_real;
 mod oauth_server_smoke;
+mod packaging;
 mod providers;
 mod vault;
