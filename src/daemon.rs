@@ -361,9 +361,17 @@ fn start(
 async fn stop(accounts: &mut BTreeMap<String, AccountHandle>, name: &str, board: &Board) {
     if let Some(h) = accounts.remove(name) {
         h.cancel.cancel();
-        // Wait so that the old task's in-flight request cannot overlap a new task's.
+        // Wait so that the old task's in-flight request cannot overlap a new task's; a task
+        // stuck past the grace period (a hanging sink or hook) is aborted, not left running
+        // beside its replacement where it could save stale state over the new one.
+        let abort = h.task.abort_handle();
         if tokio::time::timeout(SHUTDOWN_GRACE, h.task).await.is_err() {
-            warn!(account = name, "account task did not stop in time");
+            abort.abort();
+            warn!(
+                account = name,
+                "account task did not stop within {}s; aborted",
+                SHUTDOWN_GRACE.as_secs()
+            );
         }
         board.remove(name);
     }

@@ -75,6 +75,41 @@ fn write_then_rename(
     File::open(dir)?.sync_all()
 }
 
+/// Removes temporary files of [`atomic_write`] for `path` that are older than `age`: what a
+/// SIGKILL between create and rename leaves behind (they may hold a token). Younger ones
+/// may belong to a write in progress (another process) and are left alone. Best effort.
+pub fn remove_stale_temps(path: &Path, age: std::time::Duration) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if !(file_name.starts_with(&prefix) && file_name.ends_with(".tmp")) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() >= age)
+            .unwrap_or(false);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn temp_path(dir: &Path, name: &str) -> PathBuf {
     let nonce: u64 = rand::random();
     dir.join(format!(".{name}.{}.{nonce:016x}.tmp", std::process::id()))
@@ -129,6 +164,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_but_fresh_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("tokend-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.token");
+        std::fs::write(dir.join(".a.token.1.00.tmp"), "left by a crash").unwrap();
+        std::fs::write(dir.join(".b.token.1.00.tmp"), "another file's").unwrap();
+        assert_eq!(
+            remove_stale_temps(&path, std::time::Duration::from_secs(3600)),
+            0
+        );
+        assert_eq!(remove_stale_temps(&path, std::time::Duration::ZERO), 1);
+        assert!(dir.join(".b.token.1.00.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

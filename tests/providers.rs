@@ -125,6 +125,16 @@ fn rejected_credentials_fail_clearly_and_write_nothing() {
             line.contains("rejected") && line.contains(&format!("account={}", p.name())),
             "{p}: {line}"
         );
+        // The endpoint is named (it is not a secret); the password is not.
+        let endpoint = if p == Provider::Oauth2 {
+            emu.token_url()
+        } else {
+            emu.base_url(p)
+        };
+        assert!(
+            line.contains(&endpoint),
+            "{p}: the message does not name {endpoint}: {line}"
+        );
         assert!(
             !dir.join(&format!("tokens/{}.token", p.name())).exists(),
             "{p}: a token file was written"

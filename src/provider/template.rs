@@ -31,6 +31,7 @@ impl Vars {
     pub fn set_plain(&mut self, name: &str, value: &str) {
         self.0
             .insert(name.to_string(), SecretString::from(value.to_string()));
+        self.1.insert(name.to_string());
     }
 
     /// A copy with one variable replaced (the held refresh token for a refresh exchange).
@@ -158,6 +159,17 @@ mod tests {
             render(env, "{{ scope | default('') }}", &vars()).unwrap(),
             ""
         );
+    }
+
+    #[test]
+    fn only_secret_values_are_listed_for_redaction() {
+        let mut v = Vars::default();
+        v.set_plain("base_url", "https://api.example.com");
+        v.set("password", SecretString::from("hunter22"));
+        assert_eq!(v.secrets().collect::<Vec<_>>(), vec!["hunter22"]);
+        // A secret replacing a plain value is redacted again.
+        v.set("base_url", SecretString::from("https://secret.example.com"));
+        assert_eq!(v.secrets().count(), 2);
     }
 
     #[test]

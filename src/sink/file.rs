@@ -53,12 +53,17 @@ pub enum Format {
     Template(String),
 }
 
+/// Temporary files older than this next to a sink are leftovers of a crash.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A built file sink.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
     format: Format,
     attrs: FileAttrs,
+    /// Whether crash leftovers next to the file were cleaned up (first write).
+    cleaned: std::sync::atomic::AtomicBool,
 }
 
 impl FileSinkConfig {
@@ -143,6 +148,7 @@ impl FileSinkConfig {
             path,
             format,
             attrs: FileAttrs { mode, uid, gid },
+            cleaned: Default::default(),
         })
     }
 }
@@ -272,7 +278,13 @@ impl FileSink {
         let content = self.render(doc, SystemTime::now())?;
         let path = self.path.clone();
         let attrs = self.attrs;
+        let first = !self
+            .cleaned
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
+            if first {
+                crate::fsutil::remove_stale_temps(&path, STALE_TEMP_AGE);
+            }
             create_parent(&path, attrs)?;
             atomic_write(&path, content.as_bytes(), attrs)
         })
@@ -321,6 +333,7 @@ mod tests {
             path: "x".into(),
             format,
             attrs: FileAttrs::PRIVATE,
+            cleaned: Default::default(),
         };
         let now = SystemTime::UNIX_EPOCH;
         assert_eq!(sink(Format::Raw).render(&doc, now).unwrap(), "T\n");
