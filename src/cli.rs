@@ -93,6 +93,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Loads the config; errors become exit-2 errors listing every problem.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    if !path.exists() && path == std::path::Path::new(config::DEFAULT_PATH) {
+        return Err(UsageError(format!(
+            "no config at {}: pass -c FILE or set $TOKEND_CONFIG (try `tokend demo` for a tour, or start from examples/quickstart.toml)",
+            config::DEFAULT_PATH
+        ))
+        .into());
+    }
     config::load(path).map_err(|e| {
         anyhow::Error::new(e).context(format!("invalid configuration ({})", path.display()))
     })
@@ -268,43 +275,77 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<24} {:<10} {:<8} {:<22} {:<12} {:<12} LAST ERROR",
-        "ACCOUNT", "PROVIDER", "STATE", "EXPIRES", "NEXT", "LAST OK"
-    )?;
-    for r in &rows {
-        writeln!(
-            out,
-            "{:<24} {:<10} {:<8} {:<22} {:<12} {:<12} {}",
-            r["account"].as_str().unwrap_or(""),
-            r["provider"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["expires_at"]
-                .as_str()
-                .map(|s| format!("{s} ({})", r["expires_in"].as_str().unwrap_or("")))
-                .unwrap_or_else(|| "-".into()),
-            r["next_refresh_in"].as_str().unwrap_or("-"),
-            r["last_success_ago"].as_str().unwrap_or("-"),
-            r["last_error"].as_str().unwrap_or("")
-        )?;
+    // One line per account, sized to its contents; exact times are in --json.
+    let text = |r: &serde_json::Value, key: &str| r[key].as_str().unwrap_or("-").to_string();
+    let table: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                text(r, "account"),
+                text(r, "provider"),
+                text(r, "state"),
+                relative(r["expires_in"].as_str()),
+                relative(r["next_refresh_in"].as_str()),
+                r["last_success_ago"]
+                    .as_str()
+                    .map_or("never".into(), |a| format!("{a} ago")),
+                r["last_error"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "ACCOUNT",
+        "PROVIDER",
+        "STATE",
+        "EXPIRES",
+        "NEXT REFRESH",
+        "LAST OK",
+        "LAST ERROR",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String; 7]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 6 {
+                l.push_str(cell);
+            } else {
+                l.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        l.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(&header))?;
+    for (row, r) in table.iter().zip(&rows) {
+        writeln!(out, "{}", line(row))?;
         for s in r["sinks"].as_array().into_iter().flatten() {
-            writeln!(
-                out,
-                "    {} : {}{}",
-                s["sink"].as_str().unwrap_or(""),
-                s["last_write"]
-                    .as_str()
-                    .map(|w| format!("written {w}"))
-                    .unwrap_or_else(|| "never written".into()),
-                s["last_error"]
-                    .as_str()
-                    .map(|e| format!("; error: {e}"))
-                    .unwrap_or_default()
-            )?;
+            let state = match (s["last_write"].as_str(), s["last_error"].as_str()) {
+                (_, Some(e)) => format!("error: {e}"),
+                (Some(w), None) => {
+                    format!("{} at {w}", s["last_outcome"].as_str().unwrap_or("written"))
+                }
+                (None, None) => "not written yet".to_string(),
+            };
+            writeln!(out, "  └ {}: {state}", s["sink"].as_str().unwrap_or(""))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `"14s"` → `"in 14s"`, `"-3m 2s"` → `"3m 2s ago"`.
+fn relative(delta: Option<&str>) -> String {
+    match delta {
+        None => "-".into(),
+        Some(d) => match d.strip_prefix('-') {
+            Some(past) => format!("{past} ago"),
+            None => format!("in {d}"),
+        },
+    }
 }
 
 fn human_delta(from: SystemTime, to: SystemTime) -> String {

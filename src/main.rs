@@ -12,6 +12,13 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
+            // `tokend status | head` closing the pipe early is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
             if let Some(errors) = e.downcast_ref::<ConfigErrors>() {
                 eprintln!("tokend: {}:", e);
                 for err in &errors.0 {
