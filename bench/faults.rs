@@ -62,7 +62,8 @@ struct Reads {
     torn: u64,
     unknown: u64,
     valid: u64,
-    revoked: u64,
+    /// Revoked (not expired) when read: reads per (account index, sink, token).
+    revoked: BTreeMap<(usize, usize, String), u64>,
     /// Expired between the read and the check (the token was valid when read).
     expired_while_checking: u64,
     /// Expired when read: per (account index, sink, token) the first read and the count.
@@ -170,7 +171,8 @@ fn main() -> ExitCode {
     };
     let config = dir.join("tokend.toml");
     fleet_config::write(&config, &fleet_config::render(&tap.url(), &daemon, &specs));
-    let log = dir.join("tokend.log");
+    // Not next to the config: tokend watches the config's directory.
+    let log = dir.with_extension("log");
     let sink_paths: Vec<(usize, usize, PathBuf)> = specs
         .iter()
         .enumerate()
@@ -375,12 +377,23 @@ fn main() -> ExitCode {
         reads.expired_while_checking.to_string(),
         "",
     );
-    row(
-        &mut t,
-        "reads of a token the provider revoked (HubSoft revokes on refresh)",
-        reads.revoked.to_string(),
-        "",
-    );
+    for (k, sink) in [(0, "token sink"), (1, "tmpfs sink")] {
+        let tokens = reads.revoked.keys().filter(|key| key.1 == k).count();
+        let n: u64 = reads
+            .revoked
+            .iter()
+            .filter(|(key, _)| key.1 == k)
+            .map(|(_, v)| v)
+            .sum();
+        row(
+            &mut t,
+            &format!(
+                "unexpired but revoked tokens read, {sink} (HubSoft revokes on refresh; tokens / reads)"
+            ),
+            format!("{tokens} / {n}"),
+            "",
+        );
+    }
     row(&mut t, "valid reads", reads.valid.to_string(), "");
     row(
         &mut t,
@@ -528,9 +541,13 @@ fn read_loop(
                 r.valid += 1;
                 continue;
             }
+            // Expiry first: a token can be both revoked and expired, and an expired one
+            // served is what must not happen.
             match emu.access_token_info(provider, token) {
                 None => r.unknown += 1,
-                Some(info) if info.revoked => r.revoked += 1,
+                Some(info) if info.expires_at > read_at && info.revoked => {
+                    *r.revoked.entry((*i, *k, token.to_string())).or_default() += 1;
+                }
                 Some(info) if info.expires_at > read_at => r.expired_while_checking += 1,
                 Some(info) => {
                     r.expired

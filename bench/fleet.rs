@@ -13,7 +13,9 @@
 //! 3. idle (tokens now live 1 h): context switches and CPU over a window with nothing due;
 //! 4. restart with fresh state: logins made (must be 0) and time to `READY=1`;
 //! 5. hot reload changing one account's sink: `config reloaded … elapsed_ms`, wall time
-//!    until the new sink is written, and unchanged accounts touched (must be 0).
+//!    until the new sink is written, and unchanged accounts touched (must be 0);
+//! 6. refresh storm: SIGUSR1 while every answer takes 50 ms; the emulator's
+//!    `max_in_flight` must stay ≤ `max_concurrent_requests`.
 //!
 //! Options: `--accounts 1,100,1000,10000`, `--window SECS` (load, default 30),
 //! `--idle SECS` (default 30), `--ms-per-account MS` (L(N) = max(3 s, N × MS), default 4),
@@ -31,7 +33,7 @@ use common::notify::NotifySocket;
 use common::process::{Tokend, delta};
 use common::report::{Table, num, percentile};
 use common::tap::Tap;
-use tokend::emulator::{Emulator, Options, Provider};
+use tokend::emulator::{Emulator, Fault, Options, Provider};
 
 /// Everything measured for one N.
 #[derive(Debug, Default, Clone)]
@@ -50,6 +52,7 @@ struct Fleet {
     load_wall_s: f64,
     load_cpu_sched_s: f64,
     load_cpu_ticks_s: f64,
+    load_sys_ticks_s: f64,
     late: Vec<f64>,
     early: usize,
     idle_rss_kb: u64,
@@ -67,6 +70,8 @@ struct Fleet {
     reload_touched_state: usize,
     reload_touched_tokens: usize,
     reload_requests: u64,
+    storm_ms: f64,
+    storm_max_in_flight: u64,
     warnings: Vec<String>,
 }
 
@@ -180,7 +185,9 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
         .collect();
     let config = dir.join("tokend.toml");
     fleet_config::write(&config, &fleet_config::render(&tap.url(), &daemon, &specs));
-    let log = dir.join("tokend.log");
+    // Not next to the config: tokend watches the config's directory, and every log line
+    // would wake its watcher thread.
+    let log = dir.with_extension("log");
     let notify = NotifySocket::bind(&PathBuf::from(format!(
         "/tmp/tokend-bench-{}.notify",
         std::process::id()
@@ -213,6 +220,7 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
     // 2. Refresh load: from the first refresh wave on, for at least one lifetime.
     std::thread::sleep(lifetime.mul_f64(0.8));
     let window = window.max(lifetime);
+    callgrind_control("-z", daemon_proc.pid());
     let s0 = daemon_proc.sample();
     let notify0 = notify.count();
     let logins0 = emu.stats(Provider::Pontotel).logins;
@@ -224,12 +232,14 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
         rss_max = rss_max.max(daemon_proc.sample().rss_kb);
     }
     let s1 = daemon_proc.sample();
+    callgrind_control("-d", daemon_proc.pid());
     let d = delta(&s0, &s1);
     r.load_refreshes = emu.stats(Provider::Pontotel).logins - logins0;
     r.load_notify_messages = (notify.count() - notify0) as u64;
     r.load_wall_s = d.wall.as_secs_f64();
     r.load_cpu_sched_s = d.cpu_sched_s;
     r.load_cpu_ticks_s = d.cpu_ticks_s;
+    r.load_sys_ticks_s = d.sys_ticks_s;
     r.load_rss_kb = s1.rss_kb;
     r.load_rss_max_kb = rss_max.max(s1.rss_kb);
     for rec in tap.since(tap0) {
@@ -322,9 +332,44 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
         }
     }
     r.reload_requests = emu.stats(Provider::Pontotel).requests - requests_before;
+
+    // 6. Refresh storm: SIGUSR1 (refresh every account now) while every answer takes
+    //    50 ms, so requests pile up against max_concurrent_requests.
+    emu.set_random_faults(
+        Provider::Pontotel,
+        1.0,
+        vec![Fault::Delay(Duration::from_millis(50))],
+    );
+    let base = emu.stats(Provider::Pontotel).logins;
+    let storm = Instant::now();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon_proc.pid() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    );
+    let done = common::wait_until(Duration::from_secs(300), Duration::from_millis(5), || {
+        emu.stats(Provider::Pontotel).logins - base >= n as u64
+    });
+    r.storm_ms = if done {
+        storm.elapsed().as_secs_f64() * 1000.0
+    } else {
+        f64::NAN
+    };
+    r.storm_max_in_flight = emu.stats(Provider::Pontotel).max_in_flight;
+    emu.clear_faults(Provider::Pontotel);
     daemon_proc.terminate(Duration::from_secs(15));
     r.load_after = machine::load_string();
     r
+}
+
+/// Under `TOKEND_BENCH_WRAPPER="valgrind --tool=callgrind"`, zeroes (`-z`) or dumps
+/// (`-d`) the instruction counts, so a dump covers the load window only.
+fn callgrind_control(action: &str, pid: u32) {
+    if std::env::var("TOKEND_BENCH_WRAPPER").is_ok_and(|w| w.contains("callgrind")) {
+        let _ = std::process::Command::new("callgrind_control")
+            .arg(action)
+            .arg(pid.to_string())
+            .status();
+    }
 }
 
 /// `elapsed_ms` of the last `config reloaded` line of a JSON log.
@@ -377,6 +422,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
         "refreshes/s",
         "CPU per refresh (µs, schedstat)",
         "CPU per refresh (µs, utime+stime)",
+        "of which kernel (stime)",
         "sd_notify messages per refresh",
     ]);
     let rss1 = rs.iter().find(|r| r.n == 1).map(|r| r.idle_rss_kb);
@@ -398,6 +444,10 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
             num(r.load_refreshes as f64 / r.load_wall_s, 1),
             num(r.load_cpu_sched_s * 1e6 / r.load_refreshes as f64, 0),
             num(r.load_cpu_ticks_s * 1e6 / r.load_refreshes as f64, 0),
+            format!(
+                "{} %",
+                num(100.0 * r.load_sys_ticks_s / r.load_cpu_ticks_s, 0)
+            ),
             num(r.load_notify_messages as f64 / r.load_refreshes as f64, 2),
         ]);
     }
@@ -453,6 +503,8 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
         "cold start: all tokens written (ms)",
         "cold start: READY=1 (ms)",
         "max in flight (bound 32)",
+        "SIGUSR1 storm, 50 ms answers: all refreshed (ms)",
+        "storm: max in flight (bound 32)",
         "SIGTERM → exit (ms)",
         "restart: READY=1 (ms)",
         "restart: logins",
@@ -464,6 +516,8 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
             num(r.cold_all_written_ms, 0),
             num(r.cold_ready_ms, 0),
             r.max_in_flight.to_string(),
+            num(r.storm_ms, 0),
+            r.storm_max_in_flight.to_string(),
             num(r.shutdown_ms, 0),
             num(r.restart_ready_ms, 0),
             r.restart_logins.to_string(),

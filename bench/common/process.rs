@@ -22,6 +22,8 @@ pub struct Sample {
     pub at: Option<Instant>,
     /// utime + stime in seconds (10 ms resolution; includes exited threads).
     pub cpu_ticks_s: f64,
+    /// The system (kernel) part of it.
+    pub sys_ticks_s: f64,
     /// Per live thread: (on-CPU ns, voluntary + involuntary context switches).
     pub threads: HashMap<u32, (u64, u64)>,
     /// Resident set, KiB.
@@ -39,6 +41,7 @@ impl Sample {
         let f: Vec<&str> = after.split_whitespace().collect();
         let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
         let cpu_ticks_s = (tick(11) + tick(12)) as f64 / CLK_TCK;
+        let sys_ticks_s = tick(12) as f64 / CLK_TCK;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let mut threads = HashMap::new();
         if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -67,6 +70,7 @@ impl Sample {
         Sample {
             at: Some(Instant::now()),
             cpu_ticks_s,
+            sys_ticks_s,
             threads,
             rss_kb: field_kb(&status, "VmRSS:"),
             hwm_kb: field_kb(&status, "VmHWM:"),
@@ -91,6 +95,8 @@ pub struct Delta {
     pub wall: Duration,
     /// utime+stime difference, seconds (10 ms ticks).
     pub cpu_ticks_s: f64,
+    /// The stime part of it.
+    pub sys_ticks_s: f64,
     /// On-CPU time of threads alive at the end, seconds (ns resolution; a thread that
     /// exited in between is missing, one that started counts fully).
     pub cpu_sched_s: f64,
@@ -129,6 +135,7 @@ pub fn delta(a: &Sample, b: &Sample) -> Delta {
             .zip(a.at)
             .map_or(Duration::ZERO, |(b, a)| b.saturating_duration_since(a)),
         cpu_ticks_s: b.cpu_ticks_s - a.cpu_ticks_s,
+        sys_ticks_s: b.sys_ticks_s - a.sys_ticks_s,
         cpu_sched_s: cpu_ns as f64 / 1e9,
         switches,
         threads: (b.threads.len(), exited, started),
@@ -146,9 +153,13 @@ pub struct Tokend {
     pub log: PathBuf,
 }
 
-/// The release binary Cargo built for this benchmark.
+/// The release binary Cargo built for this benchmark, or `$TOKEND_BENCH_BIN` (for
+/// profiling: a build with symbols, docs/BENCHMARKS.md "Profiling").
 pub fn tokend_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tokend"))
+    std::env::var_os("TOKEND_BENCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_tokend")),
+        PathBuf::from,
+    )
 }
 
 impl Tokend {
@@ -159,7 +170,19 @@ impl Tokend {
             .append(true)
             .open(log)
             .expect("open tokend log");
-        let mut cmd = Command::new(tokend_binary());
+        // `$TOKEND_BENCH_WRAPPER` (e.g. `valgrind --tool=callgrind`) runs tokend under a
+        // tool, in the same process, so /proc figures still apply (slowed down).
+        let wrapper: Vec<String> = std::env::var("TOKEND_BENCH_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut cmd = match wrapper.split_first() {
+            Some((tool, args)) => {
+                let mut c = Command::new(tool);
+                c.args(args).arg(tokend_binary());
+                c
+            }
+            None => Command::new(tokend_binary()),
+        };
         cmd.arg("-c")
             .arg(config)
             .arg("run")
