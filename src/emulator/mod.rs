@@ -122,6 +122,15 @@ impl std::fmt::Display for Provider {
     }
 }
 
+/// An issued access token as the emulator sees it ([`Emulator::access_token_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessTokenInfo {
+    /// When it expires (or expired).
+    pub expires_at: Instant,
+    /// Whether it was revoked before its expiry.
+    pub revoked: bool,
+}
+
 /// How an emulator starts. Everything except `listen` can be changed later at runtime.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -228,6 +237,21 @@ impl Emulator {
             .tokens()
             .access_subject(provider, token, Instant::now())
             .is_some()
+    }
+
+    /// What the emulator knows of an access token it issued for `provider`, valid or not:
+    /// its expiry and whether it was revoked (HubSoft revokes the paired access token when
+    /// a refresh token is spent). `None` for a token it never issued (or forgot, an hour
+    /// after expiry). The fault harness uses it to tell an expired token from a revoked,
+    /// unknown or torn one, and a token that expired while it was being checked.
+    pub fn access_token_info(&self, provider: Provider, token: &str) -> Option<AccessTokenInfo> {
+        self.shared
+            .tokens()
+            .access_info(provider, token)
+            .map(|(expires_at, revoked)| AccessTokenInfo {
+                expires_at,
+                revoked,
+            })
     }
 
     /// A copy of `provider`'s counters.

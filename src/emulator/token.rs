@@ -185,6 +185,13 @@ impl TokenStore {
             .then(|| (entry.subject.clone(), entry.expires_at - now))
     }
 
+    /// Expiry and revocation of an access token issued for `provider`, valid or not;
+    /// `None` when it was never issued here or has been forgotten.
+    pub(crate) fn access_info(&self, provider: Provider, token: &str) -> Option<(Instant, bool)> {
+        let entry = self.access.get(token)?;
+        (entry.provider == provider).then_some((entry.expires_at, entry.revoked))
+    }
+
     /// Spends a refresh token (rotation): it is never accepted again. A `requested_scope`
     /// must lie within the original one; checks come first, so a refused token stays
     /// usable. With `revoke_paired_access`, the access token issued with it dies too
@@ -269,6 +276,18 @@ mod tests {
             payload["exp"].as_u64().unwrap() - payload["iat"].as_u64().unwrap(),
             7
         );
+    }
+
+    #[test]
+    fn access_info_reports_expiry_and_revocation_of_valid_and_dead_tokens() {
+        let mut store = TokenStore::default();
+        let now = Instant::now();
+        store.insert_access(Provider::Zarv, "a1", "demo", now);
+        assert_eq!(store.access_info(Provider::Zarv, "a1"), Some((now, false)));
+        assert_eq!(store.access_info(Provider::Hubsoft, "a1"), None);
+        assert_eq!(store.access_info(Provider::Zarv, "never-issued"), None);
+        store.revoke_all(Provider::Zarv);
+        assert_eq!(store.access_info(Provider::Zarv, "a1"), Some((now, true)));
     }
 
     #[test]
