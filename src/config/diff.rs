@@ -2,6 +2,8 @@
 //! name, become a plan of what to start, stop, restart (log in again) or update in place
 //! (write the current token to new sinks, reschedule). Unchanged accounts are not touched.
 
+use std::collections::{HashMap, HashSet};
+
 use super::Account;
 
 /// What a reload does to one account.
@@ -24,14 +26,18 @@ pub enum Change {
 
 /// The plan: account name and change, for every account that is not unchanged.
 pub fn diff(old: &[&Account], new: &[&Account]) -> Vec<(String, Change)> {
+    // Matched through hash maps, not by scanning: a linear search per account made a
+    // reload of 10 000 accounts spend ~400 ms comparing names (issue 7, BENCHMARKS.md).
+    let old_by_name: HashMap<&str, &Account> = old.iter().map(|o| (o.name.as_str(), *o)).collect();
+    let new_names: HashSet<&str> = new.iter().map(|n| n.name.as_str()).collect();
     let mut plan = Vec::new();
     for o in old {
-        if !new.iter().any(|n| n.name == o.name) {
+        if !new_names.contains(o.name.as_str()) {
             plan.push((o.name.clone(), Change::Removed));
         }
     }
     for n in new {
-        let Some(o) = old.iter().find(|o| o.name == n.name) else {
+        let Some(o) = old_by_name.get(n.name.as_str()) else {
             plan.push((n.name.clone(), Change::Added));
             continue;
         };
