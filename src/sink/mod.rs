@@ -66,8 +66,12 @@ impl Sink {
     pub async fn write(&self, doc: &TokenDocument) -> Result<WriteOutcome, SinkError> {
         match self {
             Sink::File(s) => s.write(doc).await,
-            Sink::Vault(s) => s.write(doc).await,
-            Sink::AwsSecretsManager(s) => s.write(doc).await,
+            // The network sinks' futures are large (the AWS SDK's made this one 15 KB)
+            // and would size every publish, file-only or not; all accounts publish at
+            // once at start: 125 MB of peak heap at 10 000 accounts (docs/BENCHMARKS.md).
+            // Boxed, they cost a heap allocation only when used.
+            Sink::Vault(s) => Box::pin(s.write(doc)).await,
+            Sink::AwsSecretsManager(s) => Box::pin(s.write(doc)).await,
         }
     }
 
