@@ -19,7 +19,8 @@
 //!
 //! Options: `--accounts 1,100,1000,10000`, `--window SECS` (load, default 30),
 //! `--idle SECS` (default 30), `--ms-per-account MS` (L(N) = max(3 s, N × MS), default 4),
-//! `--baseline-refreshes N` (default 300), `--no-wait` (skip waiting for a quiet machine).
+//! `--baseline-refreshes N` (default 300), `--quiet-wait-min M` (before each N, wait up to M
+//! minutes, default 40, for a 1-minute load below 0.5), `--no-wait` (don't wait).
 
 mod common;
 
@@ -56,6 +57,8 @@ struct Fleet {
     late: Vec<f64>,
     early: usize,
     idle_rss_kb: u64,
+    idle_anon_kb: u64,
+    idle_file_kb: u64,
     idle_wall_s: f64,
     idle_switches: u64,
     idle_cpu_sched_s: f64,
@@ -86,6 +89,7 @@ fn main() {
     let ms_per_account = parse_or("--ms-per-account", 4);
     let baseline_refreshes = parse_or("--baseline-refreshes", 300);
     let wait = !std::env::args().any(|a| a == "--no-wait");
+    let wait_max = Duration::from_secs(60 * parse_or("--quiet-wait-min", 40));
     let root = common::scratch_dir("fleet");
     let mut out = String::new();
     out.push_str("## Machine\n\n");
@@ -99,13 +103,13 @@ fn main() {
     common::baseline::install();
     let mut results = Vec::new();
     for &n in &accounts {
-        quiet(wait);
+        quiet(wait, wait_max);
         let lifetime = Duration::from_secs(3.max(n as u64 * ms_per_account / 1000));
         let r = run_fleet(&root.join(format!("n{n}")), n, lifetime, window, idle);
         eprintln!("{r:#?}");
         results.push(r);
     }
-    quiet(wait);
+    quiet(wait, wait_max);
     let baselines = run_baselines(&root.join("baselines"), baseline_refreshes);
     let report = render(&results, &baselines);
     out.push_str(&report);
@@ -122,11 +126,11 @@ fn parse_or(name: &str, default: u64) -> u64 {
     common::arg(name).map_or(default, |v| v.parse().expect("a number"))
 }
 
-fn quiet(wait: bool) {
+fn quiet(wait: bool, max: Duration) {
     if wait {
-        let (load, ok) = machine::wait_quiet(0.5, Duration::from_secs(40 * 60));
+        let (load, ok) = machine::wait_quiet(0.5, max);
         if !ok {
-            eprintln!("warning: machine still busy after 40 min (load {load}); measuring anyway");
+            eprintln!("warning: machine still busy after {max:?} (load {load}); measuring anyway");
         }
     }
 }
@@ -272,6 +276,8 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
     let i1 = daemon_proc.sample();
     let d = delta(&i0, &i1);
     r.idle_rss_kb = i1.rss_kb;
+    r.idle_anon_kb = i1.anon_kb;
+    r.idle_file_kb = i1.file_kb;
     r.idle_wall_s = d.wall.as_secs_f64();
     r.idle_switches = d.switches;
     r.idle_cpu_sched_s = d.cpu_sched_s;
@@ -416,6 +422,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
         "token lifetime",
         "load before → after",
         "RSS idle (MiB)",
+        "of which anon / file (MiB)",
         "RSS under load (MiB, max)",
         "RSS per account (KiB)",
         "refreshes in window",
@@ -438,6 +445,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
             format!("{} s", r.lifetime_s),
             format!("{} → {}", r.load_before, r.load_after),
             mib(r.idle_rss_kb),
+            format!("{} / {}", mib(r.idle_anon_kb), mib(r.idle_file_kb)),
             format!("{} ({})", mib(r.load_rss_kb), mib(r.load_rss_max_kb)),
             per_account,
             r.load_refreshes.to_string(),

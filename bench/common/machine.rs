@@ -67,25 +67,20 @@ pub fn describe(scratch: &std::path::Path) -> String {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let fs = command_line(
-        "df",
-        &["-T", "--output=fstype", &scratch.display().to_string()],
-    )
-    .lines()
-    .last()
-    .unwrap_or("?")
-    .trim()
-    .to_string();
+    // The mount holding the scratch directory: the longest mount point that prefixes it.
+    let scratch = std::fs::canonicalize(scratch).unwrap_or_else(|_| scratch.to_path_buf());
+    let fs = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4 && scratch.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} ({})", f[2], f[3])))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "?".to_string(), |(_, fs)| fs);
     format!(
         "| nproc | memory | kernel | CPU model | scratch filesystem |\n|---|---|---|---|---|\n| {nproc} | {:.1} GiB | {kernel} | {cpu} | {fs} |\n",
         mem_kb as f64 / 1024.0 / 1024.0
     )
-}
-
-fn command_line(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
 }

@@ -30,6 +30,10 @@ pub struct Sample {
     pub rss_kb: u64,
     /// Peak resident set, KiB.
     pub hwm_kb: u64,
+    /// Of the resident set: anonymous memory (heap, stacks), KiB.
+    pub anon_kb: u64,
+    /// Of the resident set: file-backed pages (the binary and libraries), KiB.
+    pub file_kb: u64,
 }
 
 impl Sample {
@@ -74,6 +78,8 @@ impl Sample {
             threads,
             rss_kb: field_kb(&status, "VmRSS:"),
             hwm_kb: field_kb(&status, "VmHWM:"),
+            anon_kb: field_kb(&status, "RssAnon:"),
+            file_kb: field_kb(&status, "RssFile:"),
         }
     }
 }
