@@ -66,11 +66,10 @@ impl Sink {
     pub async fn write(&self, doc: &TokenDocument) -> Result<WriteOutcome, SinkError> {
         match self {
             Sink::File(s) => s.write(doc).await,
-            // The network sinks' futures are large (the AWS SDK's make this one ~12.7 KB)
-            // and would size every account's publish future, file-only or not; all
-            // accounts publish at once at start, and the allocator keeps the peak:
-            // 125 MB at 10 000 accounts (docs/BENCHMARKS.md). Boxed, they cost a heap
-            // allocation only when used.
+            // The network sinks' futures are large (the AWS SDK's made this one 15 KB)
+            // and would size every publish, file-only or not; all accounts publish at
+            // once at start: 125 MB of peak heap at 10 000 accounts (docs/BENCHMARKS.md).
+            // Boxed, they cost a heap allocation only when used.
             Sink::Vault(s) => Box::pin(s.write(doc)).await,
             Sink::AwsSecretsManager(s) => Box::pin(s.write(doc)).await,
         }
