@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use crate::emulator::{self, Emulator, Options, Provider};
+use crate::emulator::{Emulator, Options, Provider};
 
 /// Runs the demo until Ctrl-C.
 pub fn run_blocking(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -64,46 +64,22 @@ pub fn demo_config(emu: &Emulator) -> String {
             "\n[[account.sink]]\ntype = \"file\"\npath = \"tokens/{name}.token\"\nformat = \"{format}\"\n"
         )
     };
-    let user = format!(
-        "username = \"{}\"\npassword = \"{}\"\n",
-        emulator::USERNAME,
-        emulator::PASSWORD
-    );
-    let client = format!(
-        "client_id = \"{}\"\nclient_secret = \"{}\"\n",
-        emulator::CLIENT_ID,
-        emulator::CLIENT_SECRET
-    );
-    let accounts = [
-        ("pontotel", Provider::Pontotel, user.clone(), "raw"),
-        ("funcional", Provider::Funcional, user.clone(), "bearer"),
-        (
-            "hubsoft",
-            Provider::Hubsoft,
-            format!("{user}{client}"),
-            "json",
-        ),
-        ("zarv", Provider::Zarv, user.clone(), "raw"),
-        (
-            "itflex",
-            Provider::Itflex,
-            format!("refresh_token = \"{}\"\n", emulator::INTEGRATOR_KEY),
-            "env",
-        ),
+    let formats = [
+        (Provider::Pontotel, "raw"),
+        (Provider::Funcional, "bearer"),
+        (Provider::Hubsoft, "json"),
+        (Provider::Zarv, "raw"),
+        (Provider::Itflex, "env"),
+        (Provider::Oauth2, "json"),
     ];
-    for (name, provider, creds, format) in accounts {
+    for (provider, format) in formats {
+        let name = provider.name();
         let _ = write!(
             t,
-            "[[account]]\nname = \"{name}\"\nprovider = \"{name}\"\nbase_url = \"{}\"\n{creds}{}\n",
-            emu.base_url(provider),
+            "[[account]]\nname = \"{name}\"\nprovider = \"{name}\"\n{}{}\n",
+            emu.account_settings(provider),
             file(name, format)
         );
     }
-    let _ = write!(
-        t,
-        "[[account]]\nname = \"oauth2\"\nprovider = \"oauth2\"\ntoken_url = \"{}\"\ngrant = \"password\"\n{user}{client}{}",
-        emu.token_url(),
-        file("oauth2", "json")
-    );
     t
 }

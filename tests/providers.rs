@@ -12,37 +12,10 @@ use crate::support::{TestDir, assert_no_secrets, state_json, tokend, wait_for};
 
 /// Config for one account of `provider` against `emu`, with one file sink.
 fn account(emu: &Emulator, provider: Provider, extra: &str) -> String {
-    let creds = match provider {
-        Provider::Itflex => format!("refresh_token = \"{}\"\n", emulator::INTEGRATOR_KEY),
-        Provider::Hubsoft => format!(
-            "username = \"{}\"\npassword = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
-            emulator::USERNAME,
-            emulator::PASSWORD,
-            emulator::CLIENT_ID,
-            emulator::CLIENT_SECRET
-        ),
-        Provider::Oauth2 => format!(
-            "token_url = \"{}\"\ngrant = \"password\"\nusername = \"{}\"\npassword = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
-            emu.token_url(),
-            emulator::USERNAME,
-            emulator::PASSWORD,
-            emulator::CLIENT_ID,
-            emulator::CLIENT_SECRET
-        ),
-        _ => format!(
-            "username = \"{}\"\npassword = \"{}\"\n",
-            emulator::USERNAME,
-            emulator::PASSWORD
-        ),
-    };
-    let base = if provider == Provider::Oauth2 {
-        String::new()
-    } else {
-        format!("base_url = \"{}\"\n", emu.base_url(provider))
-    };
     let name = provider.name();
     format!(
-        "[[account]]\nname = \"{name}\"\nprovider = \"{name}\"\n{base}{creds}{extra}\n[[account.sink]]\ntype = \"file\"\npath = \"tokens/{name}.token\"\n"
+        "[[account]]\nname = \"{name}\"\nprovider = \"{name}\"\n{}{extra}\n[[account.sink]]\ntype = \"file\"\npath = \"tokens/{name}.token\"\n",
+        emu.account_settings(provider)
     )
 }
 

@@ -254,6 +254,28 @@ impl Emulator {
             })
     }
 
+    /// The TOML lines of a tokend `[[account]]` for `provider` against this emulator: its
+    /// `base_url` (or `token_url` and `grant = "password"` for OAuth2) and the demo
+    /// credentials it accepts. Used by `tokend demo` and the tests.
+    pub fn account_settings(&self, provider: Provider) -> String {
+        let user = format!("username = \"{USERNAME}\"\npassword = \"{PASSWORD}\"\n");
+        let client = format!("client_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n");
+        match provider {
+            Provider::Itflex => format!(
+                "base_url = \"{}\"\nrefresh_token = \"{INTEGRATOR_KEY}\"\n",
+                self.base_url(provider)
+            ),
+            Provider::Hubsoft => {
+                format!("base_url = \"{}\"\n{user}{client}", self.base_url(provider))
+            }
+            Provider::Oauth2 => format!(
+                "token_url = \"{}\"\ngrant = \"password\"\n{user}{client}",
+                self.token_url()
+            ),
+            _ => format!("base_url = \"{}\"\n{user}", self.base_url(provider)),
+        }
+    }
+
     /// A copy of `provider`'s counters.
     pub fn stats(&self, provider: Provider) -> StatsSnapshot {
         self.shared.provider(provider).stats.snapshot()
