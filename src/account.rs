@@ -96,22 +96,50 @@ pub fn load_state(account: &Account, store: &StateStore) -> AccountState {
     state
 }
 
-fn persist(store: &StateStore, state: &AccountState) -> Result<(), ProviderError> {
-    store.save(state).map_err(|e| ProviderError::Malformed {
-        message: format!("cannot save state: {e}"),
-    })
+/// Saves the state with fsync, on the blocking pool: an fsync takes milliseconds, which
+/// would stall every other account on a Tokio worker.
+pub async fn persist(store: &StateStore, state: &AccountState) -> std::io::Result<()> {
+    let (store, snapshot) = (store.clone(), state.clone());
+    tokio::task::spawn_blocking(move || store.save(&snapshot))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
+/// When to try next after an exchange: the caller's policy (refresh-ahead timing on
+/// success, backoff on failure). `None`: nothing planned (`tokend once`).
+pub type Plan<'a> = dyn Fn(&AccountState, Result<&Obtained, &ProviderError>) -> Option<SystemTime>
+    + Send
+    + Sync
+    + 'a;
+
 /// Obtains a new token: the refresh exchange with a held, unexpired refresh token first; a
-/// full login when there is none or the provider rejects it. The state (with any rotated
-/// refresh token) is saved with fsync before this returns, i.e. before anything is published.
+/// full login when there is none or the provider rejects it. The state, with the outcome,
+/// any rotated refresh token and the next attempt `plan`ned from the outcome
+/// (`next_refresh_ms`), is saved with fsync before this returns, i.e. before anything is
+/// published: one durable write per exchange. A state that cannot be saved turns success
+/// into a transient failure, so nothing is published that a crash could lose.
 pub async fn obtain(
     account: &Account,
     state: &mut AccountState,
     svc: &Services,
+    plan: &Plan<'_>,
 ) -> Result<Obtained, ProviderError> {
     let started = std::time::Instant::now();
-    let result = obtain_inner(account, state, svc).await;
+    let mut result = obtain_inner(account, state, svc).await;
+    if let Err(e) = &result {
+        record_failure(state, e);
+    }
+    state.next_refresh_ms = plan(state, result.as_ref()).map(to_ms);
+    if let Err(e) = persist(&svc.store, state).await {
+        let e = ProviderError::Transient {
+            message: format!("cannot save state: {e}"),
+            retry_after: None,
+            maybe_processed: false,
+        };
+        record_failure(state, &e);
+        state.next_refresh_ms = plan(state, Err(&e)).map(to_ms);
+        result = Err(e);
+    }
     let m = crate::observability::metrics::metrics();
     match &result {
         Ok(o) => {
@@ -123,6 +151,7 @@ pub async fn obtain(
     result
 }
 
+/// The exchange itself; persists only the in-flight marker (before a rotating refresh).
 async fn obtain_inner(
     account: &Account,
     state: &mut AccountState,
@@ -149,13 +178,18 @@ async fn obtain_inner(
             // Mark the token as possibly spent before sending it: if we crash or lose the
             // answer, it is never sent again (SPEC §4 "never reuses a spent one").
             state.refresh_in_flight = true;
-            persist(&svc.store, state)?;
+            persist(&svc.store, state)
+                .await
+                .map_err(|e| ProviderError::Transient {
+                    message: format!("cannot save state: {e}"),
+                    retry_after: None,
+                    maybe_processed: false,
+                })?;
         }
         match provider.refresh(&client, &refresh_token).await {
             Ok(obtained) => {
                 state.refreshes += 1;
                 apply(state, &obtained);
-                persist(&svc.store, state)?;
                 return Ok(obtained);
             }
             Err(ProviderError::Rejected { message }) => {
@@ -168,25 +202,14 @@ async fn obtain_inner(
                 if !e.maybe_processed() {
                     state.refresh_in_flight = false;
                 }
-                record_failure(state, &e);
-                persist(&svc.store, state)?;
                 return Err(e);
             }
         }
     }
-    match provider.login(&client).await {
-        Ok(obtained) => {
-            state.logins += 1;
-            apply(state, &obtained);
-            persist(&svc.store, state)?;
-            Ok(obtained)
-        }
-        Err(e) => {
-            record_failure(state, &e);
-            persist(&svc.store, state)?;
-            Err(e)
-        }
-    }
+    let obtained = provider.login(&client).await?;
+    state.logins += 1;
+    apply(state, &obtained);
+    Ok(obtained)
 }
 
 fn apply(state: &mut AccountState, o: &Obtained) {
@@ -218,7 +241,7 @@ fn apply(state: &mut AccountState, o: &Obtained) {
 }
 
 /// Records a failed attempt in the state (the caller saves it).
-pub fn record_failure(state: &mut AccountState, e: &ProviderError) {
+fn record_failure(state: &mut AccountState, e: &ProviderError) {
     state.failures = state.failures.saturating_add(1);
     state.last_error = Some(format!("{}: {e}", e.kind()));
     state.last_error_ms = Some(to_ms(SystemTime::now()));

@@ -23,13 +23,15 @@ use tracing::{debug, error, info, warn};
 use crate::account::{self, Services};
 use crate::config::diff::{Change, diff};
 use crate::config::{self, Account, Config};
-use crate::provider::ProviderError;
+use crate::provider::{Obtained, ProviderError};
 use crate::schedule::{self, MIN_INTERVAL};
 use crate::sink::{SinkConfig, SinkError, rfc3339};
 use crate::state::{AccountState, from_ms, to_ms};
 
 /// How long file events are collected before a reload (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// `STATUS=` is sent at most this often.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Graceful shutdown budget (SPEC §4: exit within 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
@@ -50,10 +52,7 @@ pub enum Control {
 pub fn run_blocking(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = crate::cli::load(path)?;
     crate::observability::logging::init(cfg.daemon.log_format, &cfg.daemon.log_level);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::cli::runtime()?;
     rt.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
         let signals = spawn_signals(tx.clone())?;
@@ -240,9 +239,18 @@ pub async fn run(
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick = watchdog.map(|d| tokio::time::interval(d / 2));
     let mut reload_at: Option<tokio::time::Instant> = None;
+    // The last `STATUS=` sent and when; the next one is due at `status_at`.
+    let mut last_status = (String::new(), tokio::time::Instant::now());
+    let mut status_at: Option<tokio::time::Instant> = None;
     loop {
         let reload_sleep = async {
             match reload_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let status_sleep = async {
+            match status_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -273,15 +281,27 @@ pub async fn run(
             () = reload_sleep => reload_now = true,
             () = watchdog_wait => sd_notify(&[NotifyState::Watchdog]),
             () = board.changed.notified() => {
-                let (fresh, total, first_round_done) = board.counts();
-                let status = format!("{fresh}/{total} accounts fresh");
-                if first_round_done && !ready_sent {
+                if !ready_sent && !board.in_first_round() {
                     ready_sent = true;
+                    let (fresh, total, _) = board.counts();
+                    let status = format!("{fresh}/{total} accounts fresh");
                     info!(fresh, total, "first round done; ready");
                     sd_notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-                } else {
+                    last_status = (status, tokio::time::Instant::now());
+                } else if status_at.is_none() {
+                    // Every refresh changes the board: say so at most once per STATUS_EVERY
+                    // (sd-notify opens a socket per message) and only when the text changed.
+                    status_at = Some(tokio::time::Instant::now().max(last_status.1 + STATUS_EVERY));
+                }
+            }
+            () = status_sleep => {
+                status_at = None;
+                let (fresh, total, _) = board.counts();
+                let status = format!("{fresh}/{total} accounts fresh");
+                if status != last_status.0 {
                     sd_notify(&[NotifyState::Status(&status)]);
                 }
+                last_status = (status, tokio::time::Instant::now());
             }
         }
         if reload_now {
@@ -587,6 +607,9 @@ impl AccountTask {
         let mut last_request: Option<Instant> = None;
         let mut notify_pending = false;
         let mut first_round = true;
+        // The plan (`next_refresh_ms`) changed outside an exchange and is not yet saved.
+        let mut replanned = due.is_some();
+        let mut sinks_changed = false;
         loop {
             // When must we wake? Token first (due or retry), then cron, then sink retries.
             let token_at: Instant = match (retry_at, due) {
@@ -614,6 +637,7 @@ impl AccountTask {
                     if old.timing != self.account.timing
                         && let Some(t) = &state.token {
                             due = Some(schedule::refresh_due(from_ms(t.obtained_at_ms), from_ms(t.expires_at_ms), &self.account.timing, schedule::jitter_sample()));
+                            replanned = true;
                         }
                     if old.schedule != self.account.schedule {
                         cron = self.account.schedule.as_deref().and_then(|s| schedule::parse_cron(s).ok());
@@ -624,6 +648,7 @@ impl AccountTask {
                         pending = carry_pending(&old.sink_configs, &self.account.sink_configs, &pending);
                         let labels: Vec<String> = self.account.sinks.iter().map(|s| s.label()).collect();
                         state.sinks.retain(|k, _| labels.contains(k));
+                        sinks_changed = true;
                     }
                     continue;
                 }
@@ -648,32 +673,32 @@ impl AccountTask {
                     }
                 }
                 last_request = Some(Instant::now());
+                let account = self.account.clone();
+                let plan = move |state: &AccountState, r: Result<&Obtained, &ProviderError>| {
+                    Some(plan_next(&account, state, r))
+                };
                 let result = tokio::select! {
                     () = self.cancel.cancelled() => break,
-                    r = account::obtain(&self.account, &mut state, &self.svc) => r,
+                    r = account::obtain(&self.account, &mut state, &self.svc, &plan) => r,
                 };
                 // A nudge (SIGUSR1) that arrived while this flight waited or was in the air
                 // is answered by it: one flight per account (SPEC §4). `Notify` stored it
                 // as a permit; polling once consumes it.
                 let _ = self.nudge.notified().now_or_never();
+                // `obtain` planned the next attempt and saved it with the outcome.
+                let next = state.next_refresh_ms.map_or_else(SystemTime::now, from_ms);
                 match result {
                     Ok(o) => {
-                        let d = schedule::refresh_due(
-                            o.obtained_at,
-                            o.expires_at,
-                            &self.account.timing,
-                            schedule::jitter_sample(),
-                        );
                         info!(account = %name, via = o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = o.expiry_source,
-                              next_refresh = %rfc3339(d), "token obtained");
-                        due = Some(d);
+                              next_refresh = %rfc3339(next), "token obtained");
+                        due = Some(next);
                         retry_at = None;
                         pending = self.all_sinks_now();
                         notify_pending = !self.account.notify.is_empty();
                     }
                     Err(e) => {
-                        let wait = self.failure_backoff(&state, &e);
-                        retry_at = Some(Instant::now() + wait);
+                        retry_at = Some(instant_at(next));
+                        let wait = next.duration_since(SystemTime::now()).unwrap_or_default();
                         log_failure(&name, &e, wait, &state);
                     }
                 }
@@ -692,6 +717,7 @@ impl AccountTask {
                     Some(doc) => {
                         let results =
                             account::publish(&self.account, &doc, &mut state, &due_sinks).await;
+                        sinks_changed = true;
                         for r in results {
                             match r.result {
                                 Ok(_) => {
@@ -719,14 +745,25 @@ impl AccountTask {
                     None => pending.clear(),
                 }
             }
-            state.next_refresh_ms = match retry_at {
-                Some(r) => Some(to_ms(
-                    SystemTime::now() + r.saturating_duration_since(Instant::now()),
-                )),
-                None => due.map(to_ms),
-            };
-            if let Err(e) = self.svc.store.save(&state) {
-                error!(account = %name, error = %e, "cannot save state");
+            // Sink results go to the cheap status file; the state file is rewritten only
+            // when the plan changed outside an exchange (a restart, a reload's new timing).
+            if sinks_changed {
+                sinks_changed = false;
+                if let Err(e) = self.svc.store.save_sinks(&name, &state.sinks) {
+                    warn!(account = %name, error = %e, "cannot save the sink status");
+                }
+            }
+            if replanned {
+                replanned = false;
+                state.next_refresh_ms = match retry_at {
+                    Some(r) => Some(to_ms(
+                        SystemTime::now() + r.saturating_duration_since(Instant::now()),
+                    )),
+                    None => due.map(to_ms),
+                };
+                if let Err(e) = account::persist(&self.svc.store, &state).await {
+                    error!(account = %name, error = %e, "cannot save state");
+                }
             }
             let expires_at = state
                 .valid_token(SystemTime::now())
@@ -752,29 +789,47 @@ impl AccountTask {
             })
             .collect()
     }
+}
 
-    fn failure_backoff(&self, state: &AccountState, e: &ProviderError) -> Duration {
-        let attempt = state.failures.saturating_sub(1);
-        let retry = &self.account.retry;
-        let mut wait = schedule::backoff(attempt, retry, rand::random(), e.retry_after());
-        if matches!(e, ProviderError::Malformed { .. }) {
-            // Only a config change helps; don't spin.
-            wait = wait.max(retry.max);
-        }
-        // While the held token is still valid, keep trying before it expires: cap the wait
-        // so a retry lands before expiry when the backoff would overshoot it.
-        if let Some(t) = state.valid_token(SystemTime::now()) {
-            let left = from_ms(t.expires_at_ms)
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            if wait > left / 2 && left > MIN_INTERVAL * 2 {
-                wait = (left / 2)
-                    .max(MIN_INTERVAL)
-                    .max(e.retry_after().unwrap_or(Duration::ZERO));
-            }
-        }
-        wait
+/// The next attempt after an exchange: the jittered refresh-ahead time after a success,
+/// the backoff after a failure.
+fn plan_next(
+    account: &Account,
+    state: &AccountState,
+    result: Result<&Obtained, &ProviderError>,
+) -> SystemTime {
+    match result {
+        Ok(o) => schedule::refresh_due(
+            o.obtained_at,
+            o.expires_at,
+            &account.timing,
+            schedule::jitter_sample(),
+        ),
+        Err(e) => SystemTime::now() + failure_backoff(account, state, e),
     }
+}
+
+fn failure_backoff(account: &Account, state: &AccountState, e: &ProviderError) -> Duration {
+    let attempt = state.failures.saturating_sub(1);
+    let retry = &account.retry;
+    let mut wait = schedule::backoff(attempt, retry, rand::random(), e.retry_after());
+    if matches!(e, ProviderError::Malformed { .. }) {
+        // Only a config change helps; don't spin.
+        wait = wait.max(retry.max);
+    }
+    // While the held token is still valid, keep trying before it expires: cap the wait
+    // so a retry lands before expiry when the backoff would overshoot it.
+    if let Some(t) = state.valid_token(SystemTime::now()) {
+        let left = from_ms(t.expires_at_ms)
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if wait > left / 2 && left > MIN_INTERVAL * 2 {
+            wait = (left / 2)
+                .max(MIN_INTERVAL)
+                .max(e.retry_after().unwrap_or(Duration::ZERO));
+        }
+    }
+    wait
 }
 
 /// The sinks pending after the sink list changed from `old` to `new`: a kept sink keeps

@@ -37,10 +37,7 @@ pub fn run_blocking(dir: &Path) -> anyhow::Result<ExitCode> {
     );
     println!("  status: tokend -c {} status", config_path.display());
     println!("  Ctrl-C to stop\n");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::cli::runtime()?;
     let code = rt.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
         let signals = crate::daemon::spawn_signals(tx.clone())?;

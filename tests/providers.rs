@@ -76,6 +76,16 @@ fn every_preset_obtains_a_valid_token_into_a_0600_file() {
         "{}",
         status.stdout
     );
+    // Each sink's last write comes from the in-place `<account>.sinks` status file.
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["sinks"][0]["last_outcome"] == "written"),
+        "{}",
+        status.stdout
+    );
+    assert!(dir.join("state/zarv.sinks").exists());
 }
 
 #[test]
