@@ -118,8 +118,9 @@ impl Provider {
         via: Via,
     ) -> Result<Obtained, ProviderError> {
         let env = template::environment();
+        let ctx = vars.context();
         let malformed = |message: String| ProviderError::Malformed { message };
-        let url_text = template::render(env, &exchange.url, vars)
+        let url_text = template::render(env, &exchange.url, &ctx)
             .map_err(|m| malformed(format!("{} url: {m}", via.as_str())))?;
         let url = reqwest::Url::parse(&url_text)
             .map_err(|e| malformed(format!("{} url: {e}", via.as_str())))?;
@@ -132,7 +133,7 @@ impl Provider {
             .timeout(self.timeout)
             .header(reqwest::header::ACCEPT, "application/json");
         for (name, value) in &exchange.headers {
-            let value = template::render(env, value, vars)
+            let value = template::render(env, value, &ctx)
                 .map_err(|m| malformed(format!("{what}: header {name}: {m}")))?;
             if !value.is_empty() {
                 request = request.header(name.as_str(), value);
@@ -141,7 +142,7 @@ impl Provider {
         request = match &exchange.body {
             Body::Empty => request,
             Body::Json(tree) => {
-                let rendered = render_json(env, tree, vars)
+                let rendered = render_json(env, tree, &ctx)
                     .map_err(|m| malformed(format!("{what}: json body: {m}")))?;
                 request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -150,7 +151,7 @@ impl Provider {
             Body::Form(fields) => {
                 let mut form = url::form_urlencoded::Serializer::new(String::new());
                 for (name, value) in fields {
-                    let value = template::render(env, value, vars)
+                    let value = template::render(env, value, &ctx)
                         .map_err(|m| malformed(format!("{what}: form field {name}: {m}")))?;
                     if !value.is_empty() {
                         form.append_pair(name, &value);
@@ -186,19 +187,19 @@ impl Provider {
 fn render_json(
     env: &minijinja::Environment<'static>,
     tree: &Value,
-    vars: &Vars,
+    ctx: &template::Context,
 ) -> Result<Value, String> {
     Ok(match tree {
-        Value::String(s) => Value::String(template::render(env, s, vars)?),
+        Value::String(s) => Value::String(template::render(env, s, ctx)?),
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|v| render_json(env, v, vars))
+                .map(|v| render_json(env, v, ctx))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_json(env, v, vars)?)))
+                .map(|(k, v)| Ok((k.clone(), render_json(env, v, ctx)?)))
                 .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),

@@ -46,13 +46,14 @@ impl Vars {
         self.0.keys().map(String::as_str)
     }
 
-    fn context(&self) -> Value {
+    /// The values templates see, built once per request (not once per template).
+    pub fn context(&self) -> Context {
         let map: BTreeMap<String, Value> = self
             .0
             .iter()
             .map(|(k, v)| (k.clone(), Value::from(v.expose_secret())))
             .collect();
-        Value::from(map)
+        Context(Value::from(map))
     }
 
     /// Every secret value, to redact them from messages.
@@ -63,6 +64,10 @@ impl Vars {
             .map(|(_, v)| v.expose_secret())
     }
 }
+
+/// What a template renders with (from [`Vars::context`]); holds exposed secrets, so it is
+/// never printed.
+pub struct Context(Value);
 
 /// The environment every exchange template renders in (built once per process).
 pub fn environment() -> &'static Environment<'static> {
@@ -104,17 +109,16 @@ pub fn check(
 }
 
 /// Renders a template. The error never includes variable values.
-pub fn render(env: &Environment<'static>, source: &str, vars: &Vars) -> Result<String, String> {
+pub fn render(env: &Environment<'static>, source: &str, ctx: &Context) -> Result<String, String> {
     if !source.contains("{{") && !source.contains("{%") {
         return Ok(source.to_string());
     }
-    env.render_str(source, vars.context())
-        .map_err(|e| match e.kind() {
-            minijinja::ErrorKind::UndefinedError => {
-                format!("template {source:?} uses a variable that is not set")
-            }
-            kind => format!("template {source:?} failed: {kind}"),
-        })
+    env.render_str(source, &ctx.0).map_err(|e| match e.kind() {
+        minijinja::ErrorKind::UndefinedError => {
+            format!("template {source:?} uses a variable that is not set")
+        }
+        kind => format!("template {source:?} failed: {kind}"),
+    })
 }
 
 #[cfg(test)]
@@ -132,9 +136,19 @@ mod tests {
     #[test]
     fn renders_graphql_literals_and_basic_auth() {
         let env = environment();
-        let out = render(env, "createToken(login: {{ username | tojson }})", &vars()).unwrap();
+        let out = render(
+            env,
+            "createToken(login: {{ username | tojson }})",
+            &vars().context(),
+        )
+        .unwrap();
         assert_eq!(out, r#"createToken(login: "ana \"x\"")"#);
-        let out = render(env, "{{ basic_auth(client_id, client_secret) }}", &vars()).unwrap();
+        let out = render(
+            env,
+            "{{ basic_auth(client_id, client_secret) }}",
+            &vars().context(),
+        )
+        .unwrap();
         assert_eq!(
             base64::engine::general_purpose::STANDARD
                 .decode(out)
@@ -147,16 +161,21 @@ mod tests {
     fn printing_an_unset_variable_fails_but_testing_it_does_not() {
         let env = environment();
         assert!(
-            render(env, "{{ password }}", &vars())
+            render(env, "{{ password }}", &vars().context())
                 .unwrap_err()
                 .contains("not set")
         );
         assert_eq!(
-            render(env, "{% if password is defined %}x{% endif %}", &vars()).unwrap(),
+            render(
+                env,
+                "{% if password is defined %}x{% endif %}",
+                &vars().context()
+            )
+            .unwrap(),
             ""
         );
         assert_eq!(
-            render(env, "{{ scope | default('') }}", &vars()).unwrap(),
+            render(env, "{{ scope | default('') }}", &vars().context()).unwrap(),
             ""
         );
     }
