@@ -572,6 +572,9 @@ struct PendingSink {
 }
 
 impl AccountTask {
+    /// The exchange, publish and notify futures are boxed: they are large (a reqwest
+    /// request in flight) and live only while they run, while this task's own future
+    /// lives as long as the account (10,000 accounts × the largest of them, otherwise).
     async fn run(mut self) {
         let name = self.account.name.clone();
         let mut state = account::load_state(&self.account, &self.svc.store);
@@ -679,7 +682,7 @@ impl AccountTask {
                 };
                 let result = tokio::select! {
                     () = self.cancel.cancelled() => break,
-                    r = account::obtain(&self.account, &mut state, &self.svc, &plan) => r,
+                    r = Box::pin(account::obtain(&self.account, &mut state, &self.svc, &plan)) => r,
                 };
                 // A nudge (SIGUSR1) that arrived while this flight waited or was in the air
                 // is answered by it: one flight per account (SPEC §4). `Notify` stored it
@@ -715,8 +718,13 @@ impl AccountTask {
                     .filter(|d| d.expires_at > SystemTime::now())
                 {
                     Some(doc) => {
-                        let results =
-                            account::publish(&self.account, &doc, &mut state, &due_sinks).await;
+                        let results = Box::pin(account::publish(
+                            &self.account,
+                            &doc,
+                            &mut state,
+                            &due_sinks,
+                        ))
+                        .await;
                         sinks_changed = true;
                         for r in results {
                             match r.result {
@@ -738,7 +746,7 @@ impl AccountTask {
                         }
                         if pending.is_empty() && notify_pending {
                             notify_pending = false;
-                            account::notify(&self.account, &doc).await;
+                            Box::pin(account::notify(&self.account, &doc)).await;
                         }
                     }
                     // An expired token is never published; the sinks wait for the next one.
