@@ -75,27 +75,17 @@ fn write_then_rename(
     File::open(dir)?.sync_all()
 }
 
-/// Removes temporary files of [`atomic_write`] for `path` that are older than `age`: what a
-/// SIGKILL between create and rename leaves behind (they may hold a token). Younger ones
-/// may belong to a write in progress (another process) and are left alone. Best effort.
-pub fn remove_stale_temps(path: &Path, age: std::time::Duration) -> usize {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return 0;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!(".{}.", name.to_string_lossy());
+/// Removes the temporary files of [`atomic_write`] in `dir` that are older than `age`:
+/// what a SIGKILL between create and rename leaves behind (they may hold a token). Younger
+/// ones may belong to a write in progress (another process) and are left alone. Only names
+/// of [`temp_path`]'s shape are touched. Best effort; returns how many were removed.
+pub fn remove_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        if !(file_name.starts_with(&prefix) && file_name.ends_with(".tmp")) {
+        if !is_temp_name(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let old = entry
@@ -108,6 +98,43 @@ pub fn remove_stale_temps(path: &Path, age: std::time::Duration) -> usize {
         }
     }
     removed
+}
+
+/// [`remove_stale_temps`] for the directory of `path`, once per directory per process:
+/// called for every state file and sink at start, it must not read a directory of 10,000
+/// files 10,000 times.
+pub fn sweep_stale_temps_once(path: &Path, age: std::time::Duration) {
+    static SWEPT: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let first = SWEPT
+        .lock()
+        .expect("sweep set lock is never poisoned")
+        .insert(dir.to_path_buf());
+    if first {
+        remove_stale_temps(dir, age);
+    }
+}
+
+/// `.NAME.PID.NONCE.tmp`, as [`temp_path`] makes them.
+fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let Some((rest, nonce)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    let Some((stem, pid)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    !stem.is_empty()
+        && nonce.len() == 16
+        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn temp_path(dir: &Path, name: &str) -> PathBuf {
@@ -171,15 +198,30 @@ mod tests {
     fn stale_temporary_files_are_removed_but_fresh_ones_kept() {
         let dir = std::env::temp_dir().join(format!("tokend-stale-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.token");
-        std::fs::write(dir.join(".a.token.1.00.tmp"), "left by a crash").unwrap();
-        std::fs::write(dir.join(".b.token.1.00.tmp"), "another file's").unwrap();
+        let ours = [
+            ".a.token.1.00000000000000ab.tmp",
+            ".b.json.77.0123456789abcdef.tmp",
+        ];
+        let others = [
+            ".a.token.tmp",
+            ".bashrc",
+            "x.1.0123456789abcdef.tmp",
+            ".a.x.0123456789abcdef.tmp",
+        ];
+        for name in ours.iter().chain(&others) {
+            std::fs::write(dir.join(name), "x").unwrap();
+        }
         assert_eq!(
-            remove_stale_temps(&path, std::time::Duration::from_secs(3600)),
+            remove_stale_temps(&dir, std::time::Duration::from_secs(3600)),
             0
         );
-        assert_eq!(remove_stale_temps(&path, std::time::Duration::ZERO), 1);
-        assert!(dir.join(".b.token.1.00.tmp").exists());
+        assert_eq!(remove_stale_temps(&dir, std::time::Duration::ZERO), 2);
+        for name in others {
+            assert!(dir.join(name).exists(), "{name}");
+        }
+        // A real temporary name is recognised.
+        let tmp = temp_path(&dir, "c.token");
+        assert!(is_temp_name(&tmp.file_name().unwrap().to_string_lossy()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

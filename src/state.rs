@@ -249,7 +249,7 @@ impl StateStore {
     pub fn load(&self, account: &str, fingerprint: &str) -> (Option<AccountState>, Option<String>) {
         let path = self.path(account);
         // Leftovers of a crash between create and rename (they hold tokens).
-        crate::fsutil::remove_stale_temps(&path, Duration::from_secs(60));
+        crate::fsutil::sweep_stale_temps_once(&path, Duration::from_secs(60));
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return (None, None),

@@ -283,7 +283,7 @@ impl FileSink {
             .swap(true, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             if first {
-                crate::fsutil::remove_stale_temps(&path, STALE_TEMP_AGE);
+                crate::fsutil::sweep_stale_temps_once(&path, STALE_TEMP_AGE);
             }
             create_parent(&path, attrs)?;
             atomic_write(&path, content.as_bytes(), attrs)
