@@ -81,8 +81,10 @@ const TIMEOUT_ALT: &str = "2500ms";
 /// A new sink, or the token file of a re-added account, is judged from this long after the
 /// edit (the watcher's 250 ms debounce and the reload) …
 const RELOAD_SETTLE: Duration = Duration::from_secs(2);
-/// … and must hold a valid token once tokend has had one to write for this long.
-const WRITE_GRACE: Duration = Duration::from_secs(2);
+/// … and must hold a valid token once tokend has had one to write for this long: the
+/// account's task picks a reload up only between requests, and one may be in flight
+/// (up to the 2.5 s timeout, after up to the 1 s minimum interval between requests).
+const WRITE_GRACE: Duration = Duration::from_secs(4);
 
 /// What the reader saw.
 #[derive(Debug, Default)]
@@ -741,7 +743,7 @@ fn main() -> ExitCode {
     );
     row(
         &mut t,
-        "added sinks and re-added accounts without the token tokend had, 2 s on",
+        "added sinks and re-added accounts without the token tokend had, 4 s on",
         es.not_written.len().to_string(),
         "0",
     );
@@ -814,7 +816,7 @@ fn main() -> ExitCode {
                 ))
             ),
             (EditKind::Sinks | EditKind::Account, None) => {
-                es.unresolved.get(&k).map_or("0".into(), |u| {
+                es.unresolved.get(&k).map_or("– (none yet)".into(), |u| {
                     format!("0 ({u} never had a token to write)")
                 })
             }
