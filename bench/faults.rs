@@ -166,9 +166,9 @@ impl EditKind {
     }
 }
 
-/// How an edit reaches the file, in turn: rewritten in place (truncate and write) or
-/// written to a temporary file renamed over it (as editors do); half of each followed by
-/// SIGHUP (the watcher fires as well).
+/// How an edit reaches the file, in turn for each kind: rewritten in place (truncate and
+/// write) or written to a temporary file renamed over it (as editors do); half of each
+/// followed by SIGHUP (the watcher fires as well).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
     InPlace,
@@ -455,7 +455,7 @@ fn main() -> ExitCode {
             config: config.clone(),
             log: log.clone(),
             started,
-            writes: 0,
+            writes: BTreeMap::new(),
             open: None,
             stats: EditStats::default(),
         },
@@ -888,8 +888,10 @@ struct Editor {
     config: PathBuf,
     log: PathBuf,
     started: Instant,
-    /// Writes so far (the method goes round with it).
-    writes: usize,
+    /// Writes so far per kind and validity: each goes round the methods on its own, so
+    /// that every kind is written every way (one counter for all would tie kinds to
+    /// methods: five kinds make six writes a round).
+    writes: BTreeMap<(EditKind, bool), usize>,
     /// The last write, until its log window is closed.
     open: Option<Written>,
     stats: EditStats,
@@ -899,8 +901,11 @@ impl Editor {
     /// Writes `text` (the next method in turn), after closing the previous write's window.
     fn write(&mut self, w: Written, text: &str, pid: u32) {
         self.close(false);
-        let method = Method::ALL[self.writes % Method::ALL.len()];
-        self.writes += 1;
+        let n = self.writes.entry((w.kind, w.valid)).or_default();
+        // The valid config written back after an invalid one starts one method later.
+        let shift = usize::from(w.kind == EditKind::Invalid && w.valid);
+        let method = Method::ALL[(*n + shift) % Method::ALL.len()];
+        *n += 1;
         let log_offset = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         method.apply(&self.config, text, pid);
         eprintln!(
