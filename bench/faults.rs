@@ -890,7 +890,7 @@ struct Editor {
     started: Instant,
     /// Writes so far per kind and validity: each goes round the methods on its own, so
     /// that every kind is written every way (one counter for all would tie kinds to
-    /// methods: five kinds make six writes a round).
+    /// methods: five kinds make six writes a round), starting at a method of its own.
     writes: BTreeMap<(EditKind, bool), usize>,
     /// The last write, until its log window is closed.
     open: Option<Written>,
@@ -902,8 +902,9 @@ impl Editor {
     fn write(&mut self, w: Written, text: &str, pid: u32) {
         self.close(false);
         let n = self.writes.entry((w.kind, w.valid)).or_default();
-        // The valid config written back after an invalid one starts one method later.
-        let shift = usize::from(w.kind == EditKind::Invalid && w.valid);
+        // Each kind starts at its own method (so that a short run sees them all), and the
+        // valid config written back after an invalid one one method later still.
+        let shift = w.kind as usize + usize::from(w.kind == EditKind::Invalid && w.valid);
         let method = Method::ALL[(*n + shift) % Method::ALL.len()];
         *n += 1;
         let log_offset = std::fs::metadata(&self.log).map_or(0, |m| m.len());
