@@ -185,6 +185,8 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
             name: name(i),
             provider: Provider::Pontotel,
             sinks: vec![format!("tokens/{}.token", name(i))],
+            ratio: None,
+            timeout: None,
         })
         .collect();
     let config = dir.join("tokend.toml");

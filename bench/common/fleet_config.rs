@@ -15,6 +15,12 @@ pub struct AccountSpec {
     pub provider: Provider,
     /// Sink paths, relative to the config file.
     pub sinks: Vec<String>,
+    /// `[account.refresh] ratio`, when it overrides `[daemon.refresh]` (the fault
+    /// harness's timing edits).
+    pub ratio: Option<f64>,
+    /// The account's `timeout`, when it is not [`DaemonSpec::timeout`] (the fault
+    /// harness's provider-settings edits).
+    pub timeout: Option<String>,
 }
 
 /// `[daemon]` settings that vary.
@@ -54,7 +60,7 @@ pub fn render(tap: &str, daemon: &DaemonSpec, accounts: &[AccountSpec]) -> Strin
         let _ = write!(
             t,
             "[[account]]\nname = \"{n}\"\nprovider = \"{p}\"\ntimeout = \"{}\"\n",
-            daemon.timeout
+            a.timeout.as_deref().unwrap_or(daemon.timeout)
         );
         match a.provider {
             Provider::Pontotel => {
@@ -102,6 +108,18 @@ pub fn render(tap: &str, daemon: &DaemonSpec, accounts: &[AccountSpec]) -> Strin
                     "token_url = \"{tap}/oauth2/token?a={n}\"\ngrant = \"password\"\n{user}{client}"
                 );
             }
+        }
+        if let Some(ratio) = a.ratio {
+            // HubSoft, Zarv and iTFLEX end on their `[account.refresh]` table (the refresh
+            // exchange), which also takes the timing keys; the others need the table.
+            if !matches!(
+                a.provider,
+                Provider::Hubsoft | Provider::Zarv | Provider::Itflex
+            ) {
+                t.push_str("[account.refresh]\n");
+            }
+            // `{:?}` keeps the decimal point (1.0, not 1): TOML must see a float.
+            let _ = writeln!(t, "ratio = {ratio:?}");
         }
         for s in &a.sinks {
             let _ = write!(t, "[[account.sink]]\ntype = \"file\"\npath = \"{s}\"\n");
