@@ -15,12 +15,16 @@ pub enum Change {
     Removed,
     /// Provider settings or credentials changed: stop it and log in again now.
     Credentials,
-    /// Same credentials; sinks/notify and/or timing changed: update the running task.
+    /// Same credentials; sinks/notify, timing and/or request settings changed: update the
+    /// running task, which keeps its token, backoff and 1 s spacing.
     Update {
         /// Sinks or notify hooks changed: write the current token to the new sinks.
         sinks: bool,
         /// Refresh timing, retry or schedule changed: reschedule.
         timing: bool,
+        /// `timeout`, `insecure_http` or `default_lifetime` changed: the next exchange
+        /// uses them (no new login: they are not part of the fingerprint).
+        settings: bool,
     },
 }
 
@@ -41,14 +45,24 @@ pub fn diff(old: &[&Account], new: &[&Account]) -> Vec<(String, Change)> {
             plan.push((n.name.clone(), Change::Added));
             continue;
         };
-        if o.fingerprint != n.fingerprint || o.provider != n.provider || o.ca_file != n.ca_file {
+        // The fingerprint covers the provider, its exchanges and every variable
+        // (credentials, URLs): a change there needs a new login.
+        if o.fingerprint != n.fingerprint || o.ca_file != n.ca_file {
             plan.push((n.name.clone(), Change::Credentials));
             continue;
         }
         let sinks = o.sink_configs != n.sink_configs || o.notify != n.notify;
         let timing = o.timing != n.timing || o.retry != n.retry || o.schedule != n.schedule;
-        if sinks || timing {
-            plan.push((n.name.clone(), Change::Update { sinks, timing }));
+        let settings = o.provider != n.provider;
+        if sinks || timing || settings {
+            plan.push((
+                n.name.clone(),
+                Change::Update {
+                    sinks,
+                    timing,
+                    settings,
+                },
+            ));
         }
     }
     plan
@@ -86,6 +100,7 @@ mod tests {
             account("pw", "p", "a", 0.75),
             account("sink", "p", "a", 0.75),
             account("time", "p", "a", 0.75),
+            account("timeout", "p", "a", 0.75),
             account("gone", "p", "a", 0.75),
         ]
         .concat();
@@ -94,6 +109,7 @@ mod tests {
             account("pw", "CHANGED", "a", 0.75),
             account("sink", "p", "b", 0.75),
             account("time", "p", "a", 0.5),
+            account("timeout", "p", "a", 0.75).replace("username", "timeout = \"9s\"\nusername"),
             account("new", "p", "a", 0.75),
         ]
         .concat();
@@ -110,6 +126,7 @@ mod tests {
                 Change::Update {
                     sinks: true,
                     timing: false,
+                    settings: false,
                 },
             ),
             (
@@ -117,6 +134,15 @@ mod tests {
                 Change::Update {
                     sinks: false,
                     timing: true,
+                    settings: false,
+                },
+            ),
+            (
+                "timeout".to_string(),
+                Change::Update {
+                    sinks: false,
+                    timing: false,
+                    settings: true,
                 },
             ),
             ("new".to_string(), Change::Added),
