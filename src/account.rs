@@ -98,11 +98,17 @@ pub fn load_state(account: &Account, store: &StateStore) -> AccountState {
 
 /// Saves the state with fsync, on the blocking pool: an fsync takes milliseconds, which
 /// would stall every other account on a Tokio worker.
+/// Saves of one account are ordered by the store's write lock, which the blocking write
+/// holds until it is done even if this future is dropped (a cancelled task).
 pub async fn persist(store: &StateStore, state: &AccountState) -> std::io::Result<()> {
+    let guard = store.write_lock(&state.account).lock_owned().await;
     let (store, snapshot) = (store.clone(), state.clone());
-    tokio::task::spawn_blocking(move || store.save(&snapshot))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        store.save(&snapshot)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// When to try next after an exchange: the caller's policy (refresh-ahead timing on

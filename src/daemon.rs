@@ -331,8 +331,16 @@ pub async fn run(
     info!("stopping");
     sd_notify(&[NotifyState::Stopping]);
     root.cancel();
+    let names: Vec<String> = accounts.keys().cloned().collect();
     let tasks: Vec<JoinHandle<()>> = accounts.into_values().map(|h| h.task).chain(http).collect();
-    if tokio::time::timeout(SHUTDOWN_GRACE, futures_util::future::join_all(tasks))
+    // The tasks, then the state saves they left on the blocking pool (a rotated refresh
+    // token must not be lost because its save was still queued at exit).
+    let store = &svc.store;
+    let all_done = async {
+        futures_util::future::join_all(tasks).await;
+        futures_util::future::join_all(names.iter().map(|n| store.writes_done(n))).await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_done)
         .await
         .is_err()
     {
@@ -378,7 +386,12 @@ fn start(
     );
 }
 
-async fn stop(accounts: &mut BTreeMap<String, AccountHandle>, name: &str, board: &Board) {
+async fn stop(
+    accounts: &mut BTreeMap<String, AccountHandle>,
+    name: &str,
+    board: &Board,
+    svc: &Services,
+) {
     if let Some(h) = accounts.remove(name) {
         h.cancel.cancel();
         // Wait so that the old task's in-flight request cannot overlap a new task's; a task
@@ -393,6 +406,9 @@ async fn stop(accounts: &mut BTreeMap<String, AccountHandle>, name: &str, board:
                 SHUTDOWN_GRACE.as_secs()
             );
         }
+        // Its last state save may still be on the blocking pool: a replacement task must
+        // load what it wrote and never be overwritten by it.
+        svc.store.writes_done(name).await;
         board.remove(name);
     }
 }
@@ -435,7 +451,7 @@ async fn reload(
     for (name, change) in &plan {
         info!(account = %name, change = ?change, "reload");
         match change {
-            Change::Removed => stop(accounts, name, board).await,
+            Change::Removed => stop(accounts, name, board, svc).await,
             Change::Added => {
                 let a = new_accounts
                     .remove(name)
@@ -443,7 +459,7 @@ async fn reload(
                 start(accounts, Arc::new(a), svc, root, board, first_round);
             }
             Change::Credentials => {
-                stop(accounts, name, board).await;
+                stop(accounts, name, board, svc).await;
                 let a = new_accounts
                     .remove(name)
                     .expect("changed accounts are in the new config");

@@ -17,10 +17,11 @@
 //!   the next write; readers retry a torn read and otherwise fall back to the copy in
 //!   `<account>.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -175,6 +176,8 @@ impl AccountState {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    /// Per account: held while a save is queued or running (see [`StateStore::write_lock`]).
+    writes: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl StateStore {
@@ -182,7 +185,26 @@ impl StateStore {
     pub fn new(dir: &Path) -> Self {
         StateStore {
             dir: dir.to_path_buf(),
+            writes: Arc::default(),
         }
+    }
+
+    /// The lock an asynchronous save of `account` holds until its file is renamed. Saves
+    /// run on the blocking pool and outlive a cancelled account task; taking this lock
+    /// orders them, and [`writes_done`](Self::writes_done) lets a replacement task start
+    /// only after the old task's last save landed (never to be overwritten by it).
+    pub fn write_lock(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.writes
+            .lock()
+            .expect("state write map lock is never poisoned")
+            .entry(account.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Waits until no save of `account` is queued or running.
+    pub async fn writes_done(&self, account: &str) {
+        drop(self.write_lock(account).lock().await);
     }
 
     /// The directory.
