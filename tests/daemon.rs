@@ -861,7 +861,8 @@ fn an_invalid_edit_is_reported_with_its_location_and_the_old_config_keeps_runnin
 fn reload_touches_only_the_accounts_that_changed() {
     // Proves the reload diff: an unchanged account makes no request and keeps its token
     // and timer; a sinks-only change writes the current token to the new sink without a
-    // request; a provider-settings change logs in at once (at the new endpoint); an added
+    // request; a provider-settings change logs in at once (at the new endpoint); a changed
+    // `timeout` updates the running task without a request; an added
     // account starts; a removed one stops and its files stay.
     let emu = emulator(LONG);
     let emu2 = emulator(LONG);
@@ -882,8 +883,18 @@ fn reload_touches_only_the_accounts_that_changed() {
     let creds_after = simple_account(&s, &emu2, "creds", Provider::Hubsoft);
     let gone = simple_account(&s, &emu_short, "gone", Provider::Funcional);
     let added = simple_account(&s, &emu, "added", Provider::Itflex);
+    // A request setting that is not a credential: the running task takes it, no request.
+    let tuned_before = simple_account(&s, &emu, "tuned", Provider::Pontotel);
+    let tuned_after = account(
+        &emu,
+        "tuned",
+        Provider::Pontotel,
+        "timeout = \"9s\"\n",
+        "",
+        &file_sink(&s.sink("tuned"), "json"),
+    );
     s.write_config(&format!(
-        "{}{keep}{sinks_before}{creds_before}{gone}",
+        "{}{keep}{sinks_before}{creds_before}{gone}{tuned_before}",
         s.header("")
     ));
     let mut d = s.start_ready();
@@ -893,11 +904,16 @@ fn reload_touches_only_the_accounts_that_changed() {
         .iter()
         .map(|p| (p.name(), emu.stats(*p).requests))
         .collect();
+    let tuned_state = s.state_of("tuned").expect("tuned state");
     write_private(
         &s.config,
-        &format!("{}{keep}{sinks_after}{creds_after}{added}", s.header("")),
+        &format!(
+            "{}{keep}{sinks_after}{creds_after}{added}{tuned_after}",
+            s.header("")
+        ),
     );
     d.wait_for_log("config reloaded", WAIT);
+    d.wait_for_log("settings: true", WAIT);
     let gone_requests = emu_short.stats(Provider::Funcional).requests;
     // Added: started.
     wait_for_file(&s.sink("added"));
@@ -923,6 +939,12 @@ fn reload_touches_only_the_accounts_that_changed() {
     let keep_after = s.state_of("keep").expect("keep state");
     assert_eq!(keep_after["token"], keep_state["token"]);
     assert_eq!(keep_after["next_refresh_ms"], keep_state["next_refresh_ms"]);
+    let tuned_after = s.state_of("tuned").expect("tuned state");
+    assert_eq!(tuned_after["token"], tuned_state["token"]);
+    assert_eq!(
+        tuned_after["next_refresh_ms"],
+        tuned_state["next_refresh_ms"]
+    );
     // Removed: its files stay and it sends nothing more. Observation window: two of its
     // refresh periods.
     std::thread::sleep(Duration::from_millis(2500));
