@@ -136,7 +136,9 @@ pub async fn obtain(
         record_failure(state, e);
     }
     state.next_refresh_ms = plan(state, result.as_ref()).map(to_ms);
-    if let Err(e) = persist(&svc.store, state).await {
+    let saved = persist(&svc.store, state).await;
+    state.unsaved = saved.is_err();
+    if let Err(e) = saved {
         let e = ProviderError::Transient {
             message: format!("cannot save state: {e}"),
             retry_after: None,
@@ -253,8 +255,11 @@ fn record_failure(state: &mut AccountState, e: &ProviderError) {
     state.last_error_ms = Some(to_ms(SystemTime::now()));
 }
 
-/// The document sinks publish for the held token, if any.
+/// The document sinks publish for the held token, if any and if it is saved.
 pub fn document(account: &Account, state: &AccountState) -> Option<TokenDocument> {
+    if state.unsaved {
+        return None;
+    }
     let t = state.token.as_ref()?;
     Some(TokenDocument {
         account: account.name.clone(),
@@ -428,4 +433,39 @@ pub fn token_text(state: &AccountState, now: SystemTime) -> Option<String> {
     state
         .valid_token(now)
         .map(|t| t.access_token.0.expose_secret().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> Account {
+        let dir = std::env::temp_dir().join(format!("tokend-account-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(
+            &path,
+            "[[account]]\nname = \"a\"\nprovider = \"zarv\"\nbase_url = \"http://127.0.0.1:1/z\"\nusername = \"u\"\npassword = \"p\"\n[[account.sink]]\ntype = \"file\"\npath = \"a.token\"\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        cfg.accounts.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_token_whose_state_is_not_saved_is_never_published() {
+        let account = account();
+        let mut state = AccountState::new("a", "zarv", &account.fingerprint);
+        state.token = Some(StoredToken {
+            access_token: StoredSecret("t".to_string().into()),
+            token_type: "Bearer".into(),
+            obtained_at_ms: 0,
+            expires_at_ms: u64::MAX / 2,
+            expiry_source: "expires_in".into(),
+        });
+        assert!(document(&account, &state).is_some());
+        state.unsaved = true;
+        assert!(document(&account, &state).is_none());
+    }
 }

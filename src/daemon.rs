@@ -785,8 +785,9 @@ impl AccountTask {
                     )),
                     None => due.map(to_ms),
                 };
-                if let Err(e) = account::persist(&self.svc.store, &state).await {
-                    error!(account = %name, error = %e, "cannot save state");
+                match account::persist(&self.svc.store, &state).await {
+                    Ok(()) => state.unsaved = false,
+                    Err(e) => error!(account = %name, error = %e, "cannot save state"),
                 }
             }
             let expires_at = state

@@ -136,6 +136,11 @@ pub struct AccountState {
     /// Per sink label.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkStatus>,
+    /// In memory only: the last save failed, so the held token (and any rotated refresh
+    /// token) is not on disk yet and must not be published (SPEC §4: persisted before
+    /// anything else).
+    #[serde(skip)]
+    pub unsaved: bool,
 }
 
 impl AccountState {
