@@ -121,9 +121,21 @@ fn an_unknown_key_in_any_table_of_any_example_is_rejected_with_its_line() {
                 .lines()
                 .find(|l| l.contains("surprise_key"))
                 .unwrap_or_else(|| panic!("{path:?}: {run:?}"));
+            // It points at the key's own line and names it once in the path.
+            let text = std::fs::read_to_string(&file).unwrap();
+            let key_line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("surprise_key"))
+                .unwrap()
+                + 1;
             assert!(
-                line.starts_with(&format!("{}:", file.display())),
-                "no file:line in {line:?}"
+                line.starts_with(&format!("{}:{key_line}:", file.display())),
+                "not at line {key_line}: {line:?}"
+            );
+            assert_eq!(
+                line.matches("surprise_key").count(),
+                2,
+                "the path and the message name it once each: {line:?}"
             );
             tried += 1;
         }

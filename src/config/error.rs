@@ -320,7 +320,14 @@ pub fn path_at(text: &str, offset: usize, field: Option<&str>) -> (String, Optio
         return (shown, None);
     };
     if let Some((k, _)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == field) {
-        return (join_shown(&shown, field), Some(k.span().start));
+        // serde's span may already be the key's own (the walk above then ended on it).
+        let on_key = k.span().contains(&offset);
+        let path = if on_key {
+            shown
+        } else {
+            join_shown(&shown, field)
+        };
+        return (path, Some(k.span().start));
     }
     // serde's span may cover a whole array of tables; a key named `field` that occurs once
     // in the file is the one.

@@ -182,7 +182,11 @@ fn parse(source: &Source) -> Result<FileConfig, ConfigError> {
         let mut offset = e.span().map_or(0, |s| s.start);
         let mut message = e.message().trim().replace('\n', " ");
         // serde reports an unknown key against its whole table: point at the key itself.
-        let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()).map(str::to_string);
+        let unknown = ["unknown field `", "unexpected key `"]
+            .iter()
+            .find_map(|p| message.split_once(p))
+            .and_then(|(_, m)| m.split('`').next())
+            .map(str::to_string);
         let (path, key_offset) = path_at(&source.text, offset, unknown.as_deref());
         offset = key_offset.unwrap_or(offset);
         if message.contains("leading zero") {
