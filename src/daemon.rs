@@ -601,16 +601,34 @@ impl AccountTask {
             .as_deref()
             .and_then(|s| schedule::parse_cron(s).ok());
         let mut next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, now));
-        // A saved fresh token is reused (no login on restart).
+        // A saved fresh token is reused (no login on restart), and so is its planned
+        // refresh when the current timing could have drawn it: a restart of N accounts
+        // then rewrites no state file.
         let mut due: Option<SystemTime> = if account::is_fresh(&self.account, &state, now) {
             let t = state.token.as_ref().expect("fresh implies a token");
             info!(account = %name, expires_at = %rfc3339(from_ms(t.expires_at_ms)), "reusing the saved token");
-            Some(schedule::refresh_due(
-                from_ms(t.obtained_at_ms),
-                from_ms(t.expires_at_ms),
-                &self.account.timing,
-                schedule::jitter_sample(),
-            ))
+            let (obtained, expires) = (from_ms(t.obtained_at_ms), from_ms(t.expires_at_ms));
+            let timing = &self.account.timing;
+            let (earliest, latest) = (
+                to_ms(schedule::refresh_due(obtained, expires, timing, -1.0)),
+                to_ms(schedule::refresh_due(obtained, expires, timing, 1.0)),
+            );
+            Some(
+                state
+                    .next_refresh_ms
+                    .filter(|ms| (earliest..=latest).contains(ms))
+                    .map_or_else(
+                        || {
+                            schedule::refresh_due(
+                                obtained,
+                                expires,
+                                timing,
+                                schedule::jitter_sample(),
+                            )
+                        },
+                        from_ms,
+                    ),
+            )
         } else {
             None
         };
@@ -627,7 +645,7 @@ impl AccountTask {
         let mut notify_pending = false;
         let mut first_round = true;
         // The plan (`next_refresh_ms`) changed outside an exchange and is not yet saved.
-        let mut replanned = due.is_some();
+        let mut replanned = due.is_some() && due.map(to_ms) != state.next_refresh_ms;
         let mut sinks_changed = false;
         loop {
             // When must we wake? Token first (due or retry), then cron, then sink retries.
@@ -692,9 +710,9 @@ impl AccountTask {
                     }
                 }
                 last_request = Some(Instant::now());
-                let account = self.account.clone();
+                let for_account = self.account.clone();
                 let plan = move |state: &AccountState, r: Result<&Obtained, &ProviderError>| {
-                    Some(plan_next(&account, state, r))
+                    Some(plan_next(&for_account, state, r))
                 };
                 let result = tokio::select! {
                     () = self.cancel.cancelled() => break,

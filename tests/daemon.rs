@@ -614,8 +614,9 @@ fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
 
 #[test]
 fn restart_with_fresh_state_makes_no_request_and_writes_the_sinks_again() {
-    // Proves state reuse: a restart with still-fresh tokens sends nothing to any provider
-    // and still rewrites every token file (a sink under /run may be gone after a reboot).
+    // Proves state reuse: a restart with still-fresh tokens sends nothing to any provider,
+    // keeps every state file as it was (token and planned refresh) and still rewrites
+    // every token file (a sink under /run may be gone after a reboot).
     let emu = emulator(LONG);
     let s = Setup::new("daemon-restart");
     let providers = [Provider::Zarv, Provider::Pontotel, Provider::Itflex];
@@ -631,6 +632,10 @@ fn restart_with_fresh_state_makes_no_request_and_writes_the_sinks_again() {
         .collect();
     stop(&mut first);
     let before: Vec<u64> = providers.iter().map(|p| emu.stats(*p).requests).collect();
+    let states: Vec<Value> = providers
+        .iter()
+        .map(|p| s.state_of(p.name()).expect("state"))
+        .collect();
     for p in providers {
         std::fs::remove_file(s.sink(p.name())).expect("remove token file");
     }
@@ -649,6 +654,14 @@ fn restart_with_fresh_state_makes_no_request_and_writes_the_sinks_again() {
         second.log_lines("reusing the saved token").len(),
         providers.len()
     );
+    // The planned refreshes are kept too: the restart rewrote no state file.
+    for (p, state) in providers.iter().zip(&states) {
+        assert_eq!(
+            &s.state_of(p.name()).expect("state"),
+            state,
+            "{p}: state file"
+        );
+    }
     stop(&mut second);
     let mut secrets = Secrets::new();
     secrets.harvest_state(&s.state);
