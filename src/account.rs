@@ -139,11 +139,7 @@ pub async fn obtain(
     let saved = persist(&svc.store, state).await;
     state.unsaved = saved.is_err();
     if let Err(e) = saved {
-        let e = ProviderError::Transient {
-            message: format!("cannot save state: {e}"),
-            retry_after: None,
-            maybe_processed: false,
-        };
+        let e = save_failed(&e);
         record_failure(state, &e);
         state.next_refresh_ms = plan(state, Err(&e)).map(to_ms);
         result = Err(e);
@@ -157,6 +153,15 @@ pub async fn obtain(
         Err(e) => m.refresh(&account.name, e.kind(), started.elapsed()),
     }
     result
+}
+
+/// A state save that failed (disk full, permissions): transient, nothing was sent.
+fn save_failed(e: &std::io::Error) -> ProviderError {
+    ProviderError::Transient {
+        message: format!("cannot save state: {e}"),
+        retry_after: None,
+        maybe_processed: false,
+    }
 }
 
 /// The exchange itself; persists only the in-flight marker (before a rotating refresh).
@@ -188,11 +193,7 @@ async fn obtain_inner(
             state.refresh_in_flight = true;
             persist(&svc.store, state)
                 .await
-                .map_err(|e| ProviderError::Transient {
-                    message: format!("cannot save state: {e}"),
-                    retry_after: None,
-                    maybe_processed: false,
-                })?;
+                .map_err(|e| save_failed(&e))?;
         }
         match provider.refresh(&client, &refresh_token).await {
             Ok(obtained) => {
@@ -440,17 +441,8 @@ mod tests {
     use super::*;
 
     fn account() -> Account {
-        let dir = std::env::temp_dir().join(format!("tokend-account-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.toml");
-        std::fs::write(
-            &path,
-            "[[account]]\nname = \"a\"\nprovider = \"zarv\"\nbase_url = \"http://127.0.0.1:1/z\"\nusername = \"u\"\npassword = \"p\"\n[[account.sink]]\ntype = \"file\"\npath = \"a.token\"\n",
-        )
-        .unwrap();
-        let cfg = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::remove_dir_all(&dir).unwrap();
-        cfg.accounts.into_iter().next().unwrap()
+        let text = "[[account]]\nname = \"a\"\nprovider = \"zarv\"\nbase_url = \"http://127.0.0.1:1/z\"\nusername = \"u\"\npassword = \"p\"\n[[account.sink]]\ntype = \"file\"\npath = \"a.token\"\n";
+        crate::config::load_str_for_tests(text).remove(0)
     }
 
     #[test]

@@ -31,10 +31,7 @@ impl FileAttrs {
 
 /// Atomically replaces `path` with `contents`. Errors name the path.
 pub fn atomic_write(path: &Path, contents: &[u8], attrs: FileAttrs) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -106,16 +103,21 @@ pub fn remove_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
 pub fn sweep_stale_temps_once(path: &Path, age: std::time::Duration) {
     static SWEPT: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     let first = SWEPT
         .lock()
         .expect("sweep set lock is never poisoned")
         .insert(dir.to_path_buf());
     if first {
         remove_stale_temps(dir, age);
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
 }
 

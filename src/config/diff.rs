@@ -71,20 +71,9 @@ pub fn diff(old: &[&Account], new: &[&Account]) -> Vec<(String, Change)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn load(accounts: &str) -> Vec<Account> {
-        let dir = std::env::temp_dir().join(format!(
-            "tokend-diff-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.toml");
-        std::fs::write(&path, accounts).unwrap();
-        let cfg = crate::config::load(Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::remove_dir_all(&dir).unwrap();
-        cfg.accounts
+        crate::config::load_str_for_tests(accounts)
     }
 
     fn account(name: &str, password: &str, sink: &str, ratio: f64) -> String {

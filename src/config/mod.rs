@@ -116,3 +116,20 @@ pub enum Notify {
         pid_file: PathBuf,
     },
 }
+
+/// The accounts of a config given as text (written to a temporary file, since includes and
+/// errors are relative to one), for unit tests.
+#[cfg(test)]
+pub(crate) fn load_str_for_tests(text: &str) -> Vec<Account> {
+    let dir = std::env::temp_dir().join(format!(
+        "tokend-config-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    cfg.accounts
+}

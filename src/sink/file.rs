@@ -62,8 +62,6 @@ pub struct FileSink {
     path: PathBuf,
     format: Format,
     attrs: FileAttrs,
-    /// Whether crash leftovers next to the file were cleaned up (first write).
-    cleaned: std::sync::atomic::AtomicBool,
 }
 
 impl FileSinkConfig {
@@ -148,7 +146,6 @@ impl FileSinkConfig {
             path,
             format,
             attrs: FileAttrs { mode, uid, gid },
-            cleaned: Default::default(),
         })
     }
 }
@@ -278,13 +275,9 @@ impl FileSink {
         let content = self.render(doc, SystemTime::now())?;
         let path = self.path.clone();
         let attrs = self.attrs;
-        let first = !self
-            .cleaned
-            .swap(true, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
-            if first {
-                crate::fsutil::sweep_stale_temps_once(&path, STALE_TEMP_AGE);
-            }
+            // Crash leftovers next to the file (once per directory per process).
+            crate::fsutil::sweep_stale_temps_once(&path, STALE_TEMP_AGE);
             create_parent(&path, attrs)?;
             atomic_write(&path, content.as_bytes(), attrs)
         })
@@ -333,7 +326,6 @@ mod tests {
             path: "x".into(),
             format,
             attrs: FileAttrs::PRIVATE,
-            cleaned: Default::default(),
         };
         let now = SystemTime::UNIX_EPOCH;
         assert_eq!(sink(Format::Raw).render(&doc, now).unwrap(), "T\n");
