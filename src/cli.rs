@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::account::policy::{self, Action, Event, Reason, Samples};
 use crate::account::{self, Services};
-use crate::config::{self, Config};
-use crate::schedule;
+use crate::config;
 use crate::sink::rfc3339;
+use crate::startup::{UsageError, load, runtime};
 use crate::state::{AccountState, from_ms};
 
 /// Keeps API access tokens fresh: obtains each account's token, refreshes it before it
@@ -69,11 +70,6 @@ pub enum Command {
     },
 }
 
-/// An error that exits with status 2 (usage or configuration).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli
@@ -89,20 +85,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { dir } => crate::demo::run_blocking(&dir),
         Command::GenerateAssets { dir } => generate_assets(&dir),
     }
-}
-
-/// Loads the config; errors become exit-2 errors listing every problem.
-pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    if !path.exists() && path == std::path::Path::new(config::DEFAULT_PATH) {
-        return Err(UsageError(format!(
-            "no config at {}: pass -c FILE or set $TOKEND_CONFIG (try `tokend demo` for a tour, or start from examples/quickstart.toml)",
-            config::DEFAULT_PATH
-        ))
-        .into());
-    }
-    config::load(path).map_err(|e| {
-        anyhow::Error::new(e).context(format!("invalid configuration ({})", path.display()))
-    })
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -161,18 +143,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The async runtime of every command. File writes (fsync) run on the blocking pool; 32
-/// threads keep up with hundreds of writes a second on one disk, while Tokio's default of
-/// 512 let bursts start hundreds of threads, each with its own malloc arena (~36 MB RSS at
-/// 10,000 accounts, docs/BENCHMARKS.md).
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(32)
-        .build()
-        .context("cannot start the async runtime")
-}
-
 fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
     let cfg = load(path)?;
     crate::observability::logging::init(cfg.daemon.log_format, &cfg.daemon.log_level);
@@ -211,37 +181,59 @@ fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One account for `once`: reuse a fresh token or obtain one (a few quick retries on
-/// transient failures), then write every sink. True when all of it worked.
+/// One account for `once`: reuse a fresh token or obtain one (retrying a transient failure
+/// while the policy's wait is short, `policy::once_retry`), then write every sink. True
+/// when the account ends with a valid token in every sink.
 async fn once_account(account: &config::Account, svc: &Services) -> bool {
+    let name = &account.name;
     let mut state = account::load_state(account, &svc.store);
-    let now = SystemTime::now();
-    if account::is_fresh(account, &state, now) {
-        tracing::info!(account = %account.name, "saved token is still fresh; reusing it");
-    } else {
-        let mut attempt = 0;
-        loop {
-            match account::obtain(account, &mut state, svc, &|_, _| None).await {
-                Ok(o) => {
-                    tracing::info!(account = %account.name, via = o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = o.expiry_source, "token obtained");
-                    break;
-                }
-                Err(e) if e.kind() == "transient" && attempt < 2 => {
-                    let wait =
-                        schedule::backoff(attempt, &account.retry, rand::random(), e.retry_after())
-                            .min(Duration::from_secs(10));
-                    tracing::warn!(account = %account.name, error = %e, retry_in = %humantime::format_duration(wait), "attempt failed");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    tracing::error!(account = %account.name, kind = e.kind(), error = %e, "cannot obtain a token");
-                    return false;
+    let facts = account::facts(&state, SystemTime::now(), None);
+    let start = policy::decide(
+        &facts,
+        Event::Start,
+        &account.timing,
+        &account.retry,
+        Samples::random(),
+    );
+    match (start.action, start.reason) {
+        (Action::Wait, Reason::RefreshAhead) => {
+            tracing::info!(account = %name, "saved token is still fresh; reusing it");
+        }
+        (Action::Wait, reason) => {
+            // A rejected-credentials wait holds for `once` too: a provider that locks
+            // accounts after a few failed logins must not see one per invocation.
+            tracing::error!(account = %name, next_attempt = %rfc3339(start.next), why = %reason, last_error = state.last_error.as_deref().unwrap_or(""), "not asking the provider again yet; change the credentials to retry at once");
+        }
+        (Action::Request, _) => {
+            let mut attempts = 0;
+            loop {
+                let attempt = account::obtain(account, &mut state, svc).await;
+                attempts += 1;
+                match &attempt.result {
+                    Ok(o) => {
+                        tracing::info!(account = %name, via = o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = o.expiry_source, "token obtained");
+                        break;
+                    }
+                    Err(e) => {
+                        let now = SystemTime::now();
+                        match policy::once_retry(&attempt.decision, now, attempts) {
+                            Some(wait) => {
+                                tracing::warn!(account = %name, error = %e, retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs().max(1))), why = %attempt.decision.reason, "attempt failed");
+                                tokio::time::sleep(wait).await;
+                            }
+                            None => {
+                                tracing::error!(account = %name, kind = e.kind(), error = %e, "cannot obtain a token");
+                                break;
+                            }
+                        }
+                    }
                 }
             }
         }
     }
-    let Some(doc) = account::document(account, &state) else {
+    let Some(doc) = account::document(account, &state).filter(|d| d.expires_at > SystemTime::now())
+    else {
+        tracing::error!(account = %name, "no valid token");
         return false;
     };
     let all: Vec<usize> = (0..account.sinks.len()).collect();
@@ -369,6 +361,9 @@ fn status_row(
     now: SystemTime,
 ) -> serde_json::Value {
     let token = state.and_then(|s| s.token.as_ref());
+    // The next attempt as the policy sees it (the daemon saved the same plan).
+    let next =
+        state.map(|s| policy::planned_attempt(&account::facts(s, now, None), &a.timing, &a.retry));
     let valid = token.is_some_and(|t| from_ms(t.expires_at_ms) > now);
     let label = match (token, valid, stale) {
         (_, _, true) => "stale",
@@ -398,8 +393,8 @@ fn status_row(
         "expires_at": token.map(|t| rfc3339(from_ms(t.expires_at_ms))),
         "expires_in": token.map(|t| human_delta(now, from_ms(t.expires_at_ms))),
         "expires_in_seconds": token.map(|t| (t.expires_at_ms as i64 - crate::state::to_ms(now) as i64) / 1000),
-        "next_refresh": state.and_then(|s| s.next_refresh_ms).map(|ms| rfc3339(from_ms(ms))),
-        "next_refresh_in": state.and_then(|s| s.next_refresh_ms).map(|ms| human_delta(now, from_ms(ms))),
+        "next_refresh": next.map(rfc3339),
+        "next_refresh_in": next.map(|at| human_delta(now, at)),
         "last_success": state.and_then(|s| s.last_success_ms).map(|ms| rfc3339(from_ms(ms))),
         "last_success_ago": state.and_then(|s| s.last_success_ms).map(|ms| human_delta(from_ms(ms), now)),
         "last_error": state.and_then(|s| s.last_error.clone()),

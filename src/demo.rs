@@ -23,7 +23,7 @@ pub fn run_blocking(dir: &Path) -> anyhow::Result<ExitCode> {
         text.as_bytes(),
         crate::fsutil::FileAttrs::PRIVATE,
     )?;
-    let cfg = crate::cli::load(&config_path)?;
+    let cfg = crate::startup::load(&config_path)?;
     crate::observability::logging::init(crate::config::LogFormat::Text, "info");
     println!(
         "tokend demo: provider emulator on http://{} (tokens live 20 s, refreshed at ~75 %)",
@@ -37,10 +37,10 @@ pub fn run_blocking(dir: &Path) -> anyhow::Result<ExitCode> {
     );
     println!("  status: tokend -c {} status", config_path.display());
     println!("  Ctrl-C to stop\n");
-    let rt = crate::cli::runtime()?;
+    let rt = crate::startup::runtime()?;
     let code = rt.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
-        let signals = crate::daemon::spawn_signals(tx.clone())?;
+        let signals = crate::daemon::signals::spawn_signals(tx.clone())?;
         let result = crate::daemon::run(config_path, cfg, tx, rx).await;
         signals.close();
         result

@@ -10,13 +10,19 @@
 //! - [`fsutil`] — atomic file replacement shared by the file sink and the state files.
 //! - [`schedule`] — pure timing maths (refresh due time, backoff, cron).
 //! - [`state`] — per-account state files (tokens, rotated refresh tokens, status).
-//! - [`account`] — obtain → persist → publish → notify for one account.
-//! - [`daemon`] — `tokend run`: supervisor, account tasks, reload, signals, sd_notify.
+//! - [`account`] — obtain → persist → publish → notify for one account; `account::policy`
+//!   makes every refresh-timing decision (pure), `account::task` is the daemon's loop per
+//!   account.
+//! - [`board`] — the readiness board the account tasks write and `/readyz` reads (a leaf).
+//! - [`daemon`] — `tokend run`: supervisor, reload, `daemon::signals`, `daemon::watch`,
+//!   sd_notify.
+//! - [`startup`] — config loading and the runtime, shared by every command.
 //! - [`cli`] — the command line; [`demo`] — `tokend demo`.
 //! - [`emulator`] — loopback emulator of the provider APIs (demo and tests).
 //! - [`observability`] — logging.
 
 pub mod account;
+pub mod board;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -27,4 +33,5 @@ pub mod observability;
 pub mod provider;
 pub mod schedule;
 pub mod sink;
+pub mod startup;
 pub mod state;

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokend::cli::{self, Cli, UsageError};
+use tokend::cli::{self, Cli};
 use tokend::config::ConfigErrors;
+use tokend::startup::UsageError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -30,13 +30,19 @@ impl Default for Timing {
     }
 }
 
-/// Backoff for transient failures: `[daemon.retry]`.
+/// Retry settings: `[daemon.retry]` (the rules that use them are in
+/// `crate::account::policy`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Retry {
-    /// First backoff ceiling.
+    /// First backoff ceiling after a transient failure.
     pub initial: Duration,
-    /// Largest backoff ceiling.
+    /// Largest backoff ceiling, and the ceiling of the rejected-credentials wait.
     pub max: Duration,
+    /// Once the held token has expired, attempts are at most this far apart.
+    pub max_expired: Duration,
+    /// The first wait after the provider rejected the credentials at login (or a
+    /// configuration error); it doubles per consecutive failure up to `max`.
+    pub rejected: Duration,
 }
 
 impl Default for Retry {
@@ -44,6 +50,8 @@ impl Default for Retry {
         Retry {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(300),
+            max_expired: Duration::from_secs(10),
+            rejected: Duration::from_secs(60),
         }
     }
 }
@@ -62,11 +70,20 @@ pub fn refresh_due(
         .duration_since(obtained_at)
         .unwrap_or(Duration::ZERO);
     let life = lifetime.as_secs_f64();
-    let offset = (life * (timing.ratio + timing.jitter * sample.clamp(-1.0, 1.0))).clamp(0.0, life);
-    let planned = obtained_at + Duration::from_secs_f64(offset);
+    // NaN-safe: a NaN sample or ratio counts as 0, and the offset stays within the lifetime.
+    let fraction = timing.ratio + timing.jitter * sample.clamp(-1.0, 1.0);
+    let offset = Duration::try_from_secs_f64((life * fraction).clamp(0.0, life))
+        .unwrap_or(Duration::ZERO)
+        .min(lifetime);
+    let planned = later(obtained_at, offset);
     let margin = timing.min_margin.min(lifetime / 2);
-    let latest = expires_at - margin;
-    planned.min(latest).max(obtained_at + MIN_INTERVAL)
+    let latest = expires_at.checked_sub(margin).unwrap_or(expires_at);
+    planned.min(latest).max(later(obtained_at, MIN_INTERVAL))
+}
+
+/// `t + d`, or `t` itself when that would overflow the clock's range (never panics).
+pub fn later(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d).unwrap_or(t)
 }
 
 /// The `attempt`-th (0-based) backoff with full jitter: uniform in
@@ -80,7 +97,9 @@ pub fn backoff(
 ) -> Duration {
     let ceiling = retry.initial.as_secs_f64() * 2f64.powi(attempt.min(62) as i32);
     let ceiling = ceiling.min(retry.max.as_secs_f64()).max(0.0);
-    let wait = Duration::from_secs_f64(ceiling * sample.clamp(0.0, 1.0));
+    let wait = Duration::try_from_secs_f64(ceiling * sample.clamp(0.0, 1.0))
+        .unwrap_or(retry.max)
+        .min(retry.max);
     wait.max(retry_after.unwrap_or(Duration::ZERO))
         .max(MIN_INTERVAL)
 }
@@ -149,6 +168,26 @@ mod tests {
     }
 
     #[test]
+    fn extreme_inputs_never_panic() {
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64 / 2);
+        let t = Timing {
+            ratio: f64::NAN,
+            jitter: f64::INFINITY,
+            ..Timing::default()
+        };
+        for (a, b, s) in [(at(0), far, f64::NAN), (far, far, 1.0), (far, at(0), -1.0)] {
+            let due = refresh_due(a, b, &t, s);
+            assert!(due >= a.min(b), "{due:?}");
+        }
+        let r = Retry {
+            initial: Duration::MAX,
+            max: Duration::MAX,
+            ..Retry::default()
+        };
+        assert_eq!(backoff(u32::MAX, &r, 1.0, None), Duration::MAX);
+    }
+
+    #[test]
     fn cron_needs_seconds_and_finds_the_next_time() {
         assert!(parse_cron("0 3 * * *").is_err());
         let c = parse_cron("0 0 3 * * *").unwrap();
@@ -161,6 +200,7 @@ mod tests {
         let r = Retry {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(300),
+            ..Retry::default()
         };
         assert_eq!(backoff(0, &r, 1.0, None), Duration::from_secs(1));
         assert_eq!(backoff(3, &r, 1.0, None), Duration::from_secs(8));

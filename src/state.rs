@@ -95,6 +95,20 @@ pub struct SinkStatus {
     pub last_error_ms: Option<u64>,
 }
 
+/// How the last attempt failed, as far as the refresh policy (`crate::account::policy`)
+/// cares; saved so a restart keeps a rejected-credentials wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Might work if asked again (5xx, 429, timeouts, malformed answers).
+    Transient,
+    /// The provider rejected the credentials.
+    Rejected,
+    /// A configuration error: 404/405 from the token endpoint, a request that cannot be
+    /// built.
+    Misconfigured,
+}
+
 /// One account's state file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AccountState {
@@ -125,6 +139,9 @@ pub struct AccountState {
     /// Consecutive failed attempts.
     #[serde(default)]
     pub failures: u32,
+    /// The kind of the last failure while `failures > 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureKind>,
     /// When the next refresh is planned.
     pub next_refresh_ms: Option<u64>,
     /// Logins made (lifetime of this state file).

@@ -139,8 +139,27 @@ fn graphql_errors_with_http_200_are_failures() {
         run.stderr.contains("HTTP 200") && run.stderr.contains("UNAUTHENTICATED"),
         "{run:?}"
     );
+    // A rejected login holds for `retry.rejected` (1 min) across `once` invocations too: no
+    // second login reaches the provider (issue 11: a provider that locks accounts after a
+    // few failed logins must not lock this one).
+    let requests = emu.stats(Provider::Funcional).requests;
+    let run = tokend(&["-c", &cfg, "once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("not asking the provider again yet"),
+        "{run:?}"
+    );
+    assert_eq!(emu.stats(Provider::Funcional).requests, requests, "{run:?}");
     emu.reject_credentials(Provider::Funcional, false);
     emu.fail_next(Provider::Funcional, 1, Fault::GraphqlError);
+    // A credentials change is the way out: it starts a clean state (new fingerprint).
+    let cfg = write_config(
+        &dir,
+        &account(&emu, Provider::Funcional, "").replace(
+            "[[account.sink]]",
+            "vars = { fixed = \"1\" }\n[[account.sink]]",
+        ),
+    );
     let run = tokend(&["-c", &cfg, "once"]);
     assert_eq!(
         run.code, 0,

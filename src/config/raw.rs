@@ -67,6 +67,10 @@ pub struct RetryConfig {
     pub initial: Option<String>,
     /// Longest backoff (human duration).
     pub max: Option<String>,
+    /// Longest wait between attempts once the token has expired (human duration).
+    pub max_expired: Option<String>,
+    /// First wait after rejected credentials (human duration).
+    pub rejected: Option<String>,
 }
 
 /// One `[[account]]`.

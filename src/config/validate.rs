@@ -383,6 +383,15 @@ fn validate_retry(v: &mut Validator<'_>, raw: Option<&RetryConfig>) -> Retry {
     let Some(raw) = raw else { return base };
     let initial = duration(v, "initial", raw.initial.as_ref(), base.initial);
     let max = duration(v, "max", raw.max.as_ref(), base.max);
+    let max_expired = duration(v, "max_expired", raw.max_expired.as_ref(), base.max_expired);
+    let rejected = duration(v, "rejected", raw.rejected.as_ref(), base.rejected);
+    // Below 1 s the spacing rule binds anyway; a zero would read as "retry at once".
+    if max_expired < Duration::from_secs(1) {
+        v.error("max_expired", "must be at least 1s");
+    }
+    if rejected < Duration::from_secs(1) {
+        v.error("rejected", "must be at least 1s");
+    }
     if initial.is_zero() {
         v.error("initial", "must be more than 0s");
     }
@@ -396,7 +405,12 @@ fn validate_retry(v: &mut Validator<'_>, raw: Option<&RetryConfig>) -> Retry {
             ),
         );
     }
-    Retry { initial, max }
+    Retry {
+        initial,
+        max,
+        max_expired,
+        rejected,
+    }
 }
 
 fn valid_name(name: &str) -> bool {

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Board;
+use crate::board::Board;
 
 /// Binds `addr` now (so a busy port fails the start) and serves until `stop`.
 pub async fn serve(

@@ -176,6 +176,13 @@ pub enum ProviderError {
         /// What happened.
         message: String,
     },
+    /// The token endpoint answered 404 or 405: the URL is wrong ("check base_url/token_url").
+    /// Only a config change helps; backs off like rejected credentials.
+    #[error("{message}")]
+    Misconfigured {
+        /// What happened.
+        message: String,
+    },
     /// The request could not even be built (a template needs a variable that is not set,
     /// a plain-http URL to a remote host): only a config change helps.
     #[error("{message}")]
@@ -191,6 +198,7 @@ impl ProviderError {
         match self {
             ProviderError::Transient { .. } => "transient",
             ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Misconfigured { .. } => "misconfigured",
             ProviderError::Malformed { .. } => "malformed",
         }
     }
@@ -228,6 +236,9 @@ impl ProviderError {
                 maybe_processed,
             },
             ProviderError::Rejected { message } => ProviderError::Rejected {
+                message: f(&message),
+            },
+            ProviderError::Misconfigured { message } => ProviderError::Misconfigured {
                 message: f(&message),
             },
             ProviderError::Malformed { message } => ProviderError::Malformed {

@@ -1,12 +1,16 @@
 //! Work on one account, shared by `tokend once` and the daemon's account tasks:
 //! [`obtain`] a token (refresh token first, login when it is rejected, SPEC §4), persist it,
-//! [`publish`] it to the sinks and run the `notify` hooks. The daemon adds timing
-//! around these (`crate::daemon`).
+//! [`publish`] it to the sinks and run the `notify` hooks. Every timing decision is made by
+//! [`policy`] (pure, table-tested); [`task`] is the daemon's per-account loop that runs
+//! what the policy decides.
+
+pub mod policy;
+pub mod task;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::ExposeSecret;
 use tokio::sync::Semaphore;
@@ -15,7 +19,10 @@ use tracing::{info, warn};
 use crate::config::{Account, Notify};
 use crate::provider::{Obtained, ProviderError, Via};
 use crate::sink::{Sink, SinkError, TokenDocument, WriteOutcome};
-use crate::state::{AccountState, StateStore, StoredSecret, StoredToken, from_ms, to_ms};
+use crate::state::{
+    AccountState, FailureKind, StateStore, StoredSecret, StoredToken, from_ms, to_ms,
+};
+use policy::{Decision, Event, Facts, Samples};
 
 /// What every account's work shares: the state store, HTTP clients and the global bound on
 /// requests in flight (`max_concurrent_requests`).
@@ -111,37 +118,37 @@ pub async fn persist(store: &StateStore, state: &AccountState) -> std::io::Resul
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
-/// When to try next after an exchange: the caller's policy (refresh-ahead timing on
-/// success, backoff on failure). `None`: nothing planned (`tokend once`).
-pub type Plan<'a> = dyn Fn(&AccountState, Result<&Obtained, &ProviderError>) -> Option<SystemTime>
-    + Send
-    + Sync
-    + 'a;
+/// An attempt's outcome and the policy's decision about the next one (already saved as
+/// the state's `next_refresh_ms`).
+#[derive(Debug)]
+pub struct Attempt {
+    /// The token, or why there is none.
+    pub result: Result<Obtained, ProviderError>,
+    /// When to try next, and why.
+    pub decision: Decision,
+}
 
 /// Obtains a new token: the refresh exchange with a held, unexpired refresh token first; a
 /// full login when there is none or the provider rejects it. The state, with the outcome,
-/// any rotated refresh token and the next attempt `plan`ned from the outcome
+/// any rotated refresh token and the next attempt the policy planned from the outcome
 /// (`next_refresh_ms`), is saved with fsync before this returns, i.e. before anything is
 /// published: one durable write per exchange. A state that cannot be saved turns success
 /// into a transient failure, so nothing is published that a crash could lose.
-pub async fn obtain(
-    account: &Account,
-    state: &mut AccountState,
-    svc: &Services,
-    plan: &Plan<'_>,
-) -> Result<Obtained, ProviderError> {
-    let started = std::time::Instant::now();
+pub async fn obtain(account: &Account, state: &mut AccountState, svc: &Services) -> Attempt {
+    let started = Instant::now();
     let mut result = obtain_inner(account, state, svc).await;
     if let Err(e) = &result {
         record_failure(state, e);
     }
-    state.next_refresh_ms = plan(state, result.as_ref()).map(to_ms);
+    let mut decision = after(account, state, result.as_ref(), started);
+    state.next_refresh_ms = Some(to_ms(decision.next));
     let saved = persist(&svc.store, state).await;
     state.unsaved = saved.is_err();
     if let Err(e) = saved {
         let e = save_failed(&e);
         record_failure(state, &e);
-        state.next_refresh_ms = plan(state, Err(&e)).map(to_ms);
+        decision = after(account, state, Err(&e), started);
+        state.next_refresh_ms = Some(to_ms(decision.next));
         result = Err(e);
     }
     let m = crate::observability::metrics::metrics();
@@ -152,7 +159,61 @@ pub async fn obtain(
         }
         Err(e) => m.refresh(&account.name, e.kind(), started.elapsed()),
     }
-    result
+    Attempt { result, decision }
+}
+
+/// The policy's decision after an attempt that started at `started`.
+fn after(
+    account: &Account,
+    state: &AccountState,
+    result: Result<&Obtained, &ProviderError>,
+    started: Instant,
+) -> Decision {
+    let event = match result {
+        Ok(o) => Event::Obtained {
+            obtained_at: o.obtained_at,
+            expires_at: o.expires_at,
+        },
+        Err(e) => Event::Failed {
+            kind: failure_kind(e),
+            retry_after: e.retry_after(),
+        },
+    };
+    let facts = facts(state, SystemTime::now(), Some(started.elapsed()));
+    policy::decide(
+        &facts,
+        event,
+        &account.timing,
+        &account.retry,
+        Samples::random(),
+    )
+}
+
+/// What the policy knows of an account: its state at `now`, and how long ago its last
+/// request started (`None`: none in this process).
+pub fn facts(state: &AccountState, now: SystemTime, since_last_request: Option<Duration>) -> Facts {
+    Facts {
+        now,
+        since_last_request,
+        token: state
+            .token
+            .as_ref()
+            .map(|t| (from_ms(t.obtained_at_ms), from_ms(t.expires_at_ms))),
+        failures: state.failures,
+        last_failure: state.last_failure.filter(|_| state.failures > 0),
+        planned: state.next_refresh_ms.map(from_ms),
+    }
+}
+
+/// How a provider error counts for the policy.
+pub fn failure_kind(e: &ProviderError) -> FailureKind {
+    match e {
+        ProviderError::Transient { .. } => FailureKind::Transient,
+        ProviderError::Rejected { .. } => FailureKind::Rejected,
+        ProviderError::Misconfigured { .. } | ProviderError::Malformed { .. } => {
+            FailureKind::Misconfigured
+        }
+    }
 }
 
 /// A state save that failed (disk full, permissions): transient, nothing was sent.
@@ -247,11 +308,13 @@ fn apply(state: &mut AccountState, o: &Obtained) {
     state.last_error = None;
     state.last_error_ms = None;
     state.failures = 0;
+    state.last_failure = None;
 }
 
 /// Records a failed attempt in the state (the caller saves it).
 fn record_failure(state: &mut AccountState, e: &ProviderError) {
     state.failures = state.failures.saturating_add(1);
+    state.last_failure = Some(failure_kind(e));
     state.last_error = Some(format!("{}: {e}", e.kind()));
     state.last_error_ms = Some(to_ms(SystemTime::now()));
 }
@@ -414,19 +477,6 @@ fn signal_pid_file(signal: nix::sys::signal::Signal, pid_file: &Path) -> Result<
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
         .map_err(|e| format!("cannot send {signal} to pid {pid}: {e}"))
-}
-
-/// Whether the held token is still fresh at `now`: valid and not yet due for refresh
-/// (due time without jitter).
-pub fn is_fresh(account: &Account, state: &AccountState, now: SystemTime) -> bool {
-    state.valid_token(now).is_some_and(|t| {
-        crate::schedule::refresh_due(
-            from_ms(t.obtained_at_ms),
-            from_ms(t.expires_at_ms),
-            &account.timing,
-            0.0,
-        ) > now
-    })
 }
 
 /// Exposes the access token of a document (for `tokend token`).
