@@ -521,6 +521,89 @@ fn transient_faults_never_leave_an_expired_token_while_a_retry_window_remains() 
 // ---------------------------------------------------------------------------------------
 
 #[test]
+fn after_an_outage_longer_than_the_token_a_fresh_token_arrives_within_max_expired() {
+    // Proves (issue 11): once the held token has expired, attempts are at most
+    // `retry.max_expired` apart, so however long the outage lasted, a fresh token is in
+    // the sink within max_expired + 1 s of the provider's return (before, the backoff
+    // could reach `retry.max`, 5 min, and leave apps on an expired token that long).
+    let emu = emulator(Duration::from_secs(4));
+    let s = Setup::new("outage-end");
+    s.write_config(&format!(
+        "{}{}",
+        s.header("[daemon.retry]\nmax = \"5m\"\nmax_expired = \"3s\"\n"),
+        simple_account(&s, &emu, "p", Provider::Pontotel)
+    ));
+    let mut d = s.start_ready();
+    let first = sink_token(&s.sink("p")).expect("a token before the outage");
+    emu.set_random_faults(Provider::Pontotel, 1.0, vec![Fault::Status(503)]);
+    wait_for("the held token to expire during the outage", WAIT, || {
+        !emu.token_is_valid(Provider::Pontotel, &first)
+    });
+    // Long enough after expiry for the backoff ceiling (1, 2, 4, 8 … s) to pass 3 s.
+    let faults = emu.stats(Provider::Pontotel).faults;
+    wait_for("four failed attempts after expiry", WAIT, || {
+        emu.stats(Provider::Pontotel).faults >= faults + 4
+    });
+    d.wait_for_log("at most retry.max_expired between attempts", WAIT);
+    emu.clear_faults(Provider::Pontotel);
+    let back = Instant::now();
+    wait_for("a fresh token in the sink", WAIT, || {
+        sink_token(&s.sink("p"))
+            .is_some_and(|t| t != first && emu.token_is_valid(Provider::Pontotel, &t))
+    });
+    let took = back.elapsed();
+    assert!(
+        took <= Duration::from_secs(3 + 1),
+        "a fresh token arrived {took:?} after the provider returned; expected within max_expired (3 s) + 1 s"
+    );
+    stop(&mut d);
+}
+
+#[test]
+fn rejected_credentials_are_not_retried_within_retry_rejected_even_on_sigusr1() {
+    // Proves (issue 11): after a rejected login the next login waits `retry.rejected`
+    // (4 s here), and SIGUSR1 does not cut that short (a provider that locks accounts
+    // after a few failed logins must not lock this one). Gaps are measured on the
+    // emulator's own receive times, not by polling.
+    let emu = emulator(LONG);
+    emu.reject_credentials(Provider::Pontotel, true);
+    let s = Setup::new("rejected-wait");
+    s.write_config(&format!(
+        "{}{}",
+        s.header("[daemon.retry]\nrejected = \"4s\"\n"),
+        simple_account(&s, &emu, "p", Provider::Pontotel)
+    ));
+    let mut d = s.start_ready();
+    let first = emu
+        .last_request(Provider::Pontotel)
+        .expect("the first login reached the emulator");
+    assert_eq!(emu.stats(Provider::Pontotel).requests, 1);
+    for _ in 0..3 {
+        d.signal(Signal::SIGUSR1);
+    }
+    d.wait_for_log("SIGUSR1 does not cut this wait short", WAIT);
+    wait_for("the second login, after retry.rejected", WAIT, || {
+        emu.stats(Provider::Pontotel).requests >= 2
+    });
+    let second = emu.last_request(Provider::Pontotel).expect("second login");
+    let gap = second.received_at.duration_since(first.received_at);
+    assert!(
+        gap >= Duration::from_secs(4),
+        "two logins {gap:?} apart; expected at least retry.rejected (4 s)"
+    );
+    // The wait doubles: the third login is at least 8 s after the second.
+    assert_eq!(emu.stats(Provider::Pontotel).requests, 2);
+    assert!(
+        d.log_lines("credentials rejected by the provider")
+            .last()
+            .is_some_and(|l| l.contains("retry_in=7s 9") || l.contains("retry_in=8s")),
+        "{}",
+        d.output()
+    );
+    stop(&mut d);
+}
+
+#[test]
 fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
     // Proves crash safety of rotating refresh tokens: across SIGKILLs at random points
     // (and one while a refresh is certainly in flight) the daemon never presents a spent

@@ -272,13 +272,13 @@ impl AccountTask {
                     .map_or_else(|| "none".to_string(), |t| rfc3339(from_ms(t.expires_at_ms)));
                 match e {
                     ProviderError::Transient { .. } => {
-                        warn!(account = %name, error = %e, retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "refresh failed (transient)");
+                        warn!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "refresh failed (transient)");
                     }
                     ProviderError::Rejected { .. } => {
-                        error!(account = %name, error = %e, retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "credentials rejected by the provider: check the account's credentials");
+                        error!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "credentials rejected by the provider: check the account's credentials");
                     }
                     ProviderError::Misconfigured { .. } | ProviderError::Malformed { .. } => {
-                        error!(account = %name, error = %e, retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "configuration error: fix the config");
+                        error!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "configuration error: fix the config");
                     }
                 }
                 false
@@ -320,8 +320,10 @@ fn expiry_text(state: &AccountState) -> String {
         .map_or_else(|| "none".into(), |t| rfc3339(from_ms(t.expires_at_ms)))
 }
 
+/// A wait in words, to the millisecond: exactly the wait the task uses.
 fn human(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 /// The sinks pending after the sink list changed from `old` to `new`: a kept sink keeps

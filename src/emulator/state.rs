@@ -36,6 +36,8 @@ pub struct RequestRecord {
     /// text). Secret values (`password`, `client_secret`, refresh tokens, GraphQL
     /// `variables`) are replaced by `<redacted>`.
     pub fields: BTreeMap<String, String>,
+    /// When the handler saw the request (monotonic: tests measure the gap between two).
+    pub received_at: std::time::Instant,
 }
 
 /// Everything mutable behind one `Arc`.

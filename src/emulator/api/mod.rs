@@ -149,6 +149,7 @@ pub(crate) fn record<'a>(
             .map(str::to_owned),
         authorization_scheme,
         fields,
+        received_at: std::time::Instant::now(),
     });
 }
 
