@@ -254,16 +254,19 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now();
     let mut rows = Vec::new();
     for a in &cfg.accounts {
-        let state = store
-            .peek(&a.name)
-            .with_context(|| format!("account {:?}", a.name))?;
+        // One unreadable state file (permissions, a corrupt file the daemon has not moved
+        // aside yet) is shown on its row; the other accounts are still reported.
+        let (state, unreadable) = match store.peek(&a.name) {
+            Ok(state) => (state, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         let current = state.as_ref().filter(|s| s.fingerprint == a.fingerprint);
-        rows.push(status_row(
-            a,
-            current,
-            state.is_some() && current.is_none(),
-            now,
-        ));
+        let mut row = status_row(a, current, state.is_some() && current.is_none(), now);
+        if let Some(e) = unreadable {
+            row["state"] = "unreadable".into();
+            row["last_error"] = format!("cannot read the state file: {e}").into();
+        }
+        rows.push(row);
     }
     let mut out = std::io::stdout().lock();
     if json {
