@@ -22,6 +22,10 @@ pub struct Board {
 struct BoardInner {
     expires: HashMap<String, Option<SystemTime>>,
     awaiting_first_round: HashSet<String>,
+    /// Accounts whose last attempt failed.
+    failing: HashSet<String>,
+    /// Accounts with a request in flight.
+    refreshing: HashSet<String>,
 }
 
 impl Board {
@@ -39,14 +43,28 @@ impl Board {
         let mut b = self.inner.lock().expect("board lock");
         b.expires.remove(name);
         b.awaiting_first_round.remove(name);
+        b.failing.remove(name);
+        b.refreshing.remove(name);
         drop(b);
         self.changed.notify_one();
     }
 
-    /// An account's held token now expires at `expires_at` (`None`: it holds none); also
-    /// ends its first round.
-    pub fn report(&self, name: &str, expires_at: Option<SystemTime>) {
+    /// An account's request is in flight (until its next [`report`](Self::report)).
+    pub fn refreshing(&self, name: &str) {
         let mut b = self.inner.lock().expect("board lock");
+        b.refreshing.insert(name.to_string());
+    }
+
+    /// An account's held token now expires at `expires_at` (`None`: it holds none), and
+    /// whether its last attempt failed; also ends its first round.
+    pub fn report(&self, name: &str, expires_at: Option<SystemTime>, failing: bool) {
+        let mut b = self.inner.lock().expect("board lock");
+        b.refreshing.remove(name);
+        if failing {
+            b.failing.insert(name.to_string());
+        } else {
+            b.failing.remove(name);
+        }
         let first = b.awaiting_first_round.remove(name);
         let changed = b.expires.insert(name.to_string(), expires_at) != Some(expires_at);
         drop(b);
@@ -75,6 +93,27 @@ impl Board {
             .filter(|e| e.is_some_and(|at| at > now))
             .count();
         (fresh, b.expires.len(), b.awaiting_first_round.is_empty())
+    }
+
+    /// How many accounts are fresh, refreshing, failing and expired at `now` (the order of
+    /// `tokend_accounts`'s states): no valid token is `expired` whatever else holds, then
+    /// a request in flight is `refreshing`, then a failed last attempt is `failing`.
+    pub fn states(&self, now: SystemTime) -> [i64; 4] {
+        let b = self.inner.lock().expect("board lock");
+        let mut counts = [0i64; 4];
+        for (name, expires) in &b.expires {
+            let i = if !expires.is_some_and(|at| at > now) {
+                3
+            } else if b.refreshing.contains(name) {
+                1
+            } else if b.failing.contains(name) {
+                2
+            } else {
+                0
+            };
+            counts[i] += 1;
+        }
+        counts
     }
 
     /// Accounts without an unexpired token at `now`, sorted (for `/readyz`).

@@ -156,6 +156,7 @@ pub async fn obtain(account: &Account, state: &mut AccountState, svc: &Services)
         Ok(o) => {
             m.refresh(&account.name, "success", started.elapsed());
             m.expiry(&account.name, o.expires_at);
+            m.last_success(&account.name, SystemTime::now());
         }
         Err(e) => m.refresh(&account.name, e.kind(), started.elapsed()),
     }

@@ -77,6 +77,9 @@ impl AccountTask {
             (Action::Request, _) => {}
         }
         let mut replanned = plan(&mut state, &start);
+        if let Some(ms) = state.last_success_ms {
+            crate::observability::metrics::metrics().last_success(&name, from_ms(ms));
+        }
         // A saved valid token, fresh or already due, is written to every sink: a sink
         // under /run may be gone after a reboot, and when the provider is down the due
         // refresh may take until expiry. A new token obtained first replaces it unwritten.
@@ -140,6 +143,7 @@ impl AccountTask {
                 let d = self.decide(&state, event, last_request);
                 if d.action == Action::Request {
                     last_request = Some(Instant::now());
+                    self.board.refreshing(&name);
                     let attempt = tokio::select! {
                         () = self.cancel.cancelled() => break,
                         a = Box::pin(super::obtain(&self.account, &mut state, &self.svc)) => a,
@@ -233,7 +237,7 @@ impl AccountTask {
                 // Also after a restart that reused a saved token (no obtain, so no other update).
                 crate::observability::metrics::metrics().expiry(&name, at);
             }
-            self.board.report(&name, expires_at);
+            self.board.report(&name, expires_at, state.failures > 0);
         }
         debug!(account = %name, "account task stopped");
     }

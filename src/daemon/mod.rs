@@ -244,6 +244,8 @@ fn start(
     let nudge = Arc::new(Notify::new());
     let (update, updates) = tokio::sync::watch::channel(account.clone());
     board.add(&account.name, first_round);
+    let sinks: Vec<String> = account.sinks.iter().map(|s| s.label()).collect();
+    crate::observability::metrics::metrics().track(&account.name, &sinks);
     let task = AccountTask {
         account: account.clone(),
         svc: svc.clone(),
@@ -358,6 +360,8 @@ async fn reload(
                         a.sinks[i] = h.account.sinks[j].clone();
                     }
                 }
+                let sinks: Vec<String> = a.sinks.iter().map(|s| s.label()).collect();
+                crate::observability::metrics::metrics().track(name, &sinks);
                 let a = Arc::new(a);
                 h.account = a.clone();
                 let _ = h.update.send(a);

@@ -40,13 +40,16 @@ pub async fn serve(
     }))
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(board): State<Arc<Board>>) -> impl IntoResponse {
+    let m = super::metrics::metrics();
+    // Account states are computed when scraped, like /readyz: expiry is a matter of time.
+    m.accounts(board.states(std::time::SystemTime::now()));
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        super::metrics::metrics().encode(),
+        m.encode(),
     )
 }
 

@@ -3,8 +3,9 @@
 //! recording call sites need no plumbing. Labels never hold a secret: account names,
 //! sink labels (paths, mounts, secret ids) and result words only.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
@@ -15,14 +16,36 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
 
+/// Every `result` of `tokend_refresh_total` (`ProviderError::kind` plus success).
+pub const REFRESH_RESULTS: [&str; 5] = [
+    "success",
+    "transient",
+    "rejected",
+    "misconfigured",
+    "malformed",
+];
+/// Every `result` of `tokend_sink_write_total`.
+pub const SINK_RESULTS: [&str; 4] = ["written", "unchanged", "kept_newer", "error"];
+/// Every `result` of `tokend_config_reload_total`.
+pub const RELOAD_RESULTS: [&str; 2] = ["success", "error"];
+/// Every `state` of `tokend_accounts`: `fresh` (a valid token, the last attempt
+/// succeeded), `refreshing` (a request in flight), `failing` (a valid token, the last
+/// attempt failed), `expired` (no valid token).
+pub const ACCOUNT_STATES: [&str; 4] = ["fresh", "refreshing", "failing", "expired"];
+
 /// The metric families.
 pub struct Metrics {
     registry: Registry,
     expiry: Family<Labels, Gauge<f64, AtomicU64>>,
+    last_success: Family<Labels, Gauge<f64, AtomicU64>>,
     refresh: Family<Labels, Counter>,
     refresh_duration: Family<Labels, Histogram, fn() -> Histogram>,
     sink_write: Family<Labels, Counter>,
     reload: Family<Labels, Counter>,
+    accounts: Family<Labels, Gauge>,
+    /// The sink labels each known account's series were made for, so that removing an
+    /// account (or a sink) removes exactly its series.
+    known: Mutex<HashMap<String, Vec<String>>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -41,6 +64,9 @@ pub fn metrics() -> &'static Metrics {
         );
         let sink_write = Family::<Labels, Counter>::default();
         let reload = Family::<Labels, Counter>::default();
+        let last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let accounts = Family::<Labels, Gauge>::default();
+        let build_info = Family::<Labels, Gauge>::default();
         registry.register(
             "tokend_token_expiry_timestamp_seconds",
             "When the account's held access token expires (Unix time)",
@@ -66,15 +92,64 @@ pub fn metrics() -> &'static Metrics {
             "Config reloads by result (success, error)",
             reload.clone(),
         );
+        registry.register(
+            "tokend_last_success_timestamp_seconds",
+            "When the account last obtained a token (Unix time)",
+            last_success.clone(),
+        );
+        registry.register(
+            "tokend_accounts",
+            "Accounts by state (fresh, refreshing, failing, expired)",
+            accounts.clone(),
+        );
+        registry.register(
+            "tokend_build_info",
+            "The running tokend's version (always 1)",
+            build_info.clone(),
+        );
+        // Every known label set exists from the first scrape: a counter that appears at 1
+        // shows no `increase()`, so an alert on the first failure would never fire.
+        build_info
+            .get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())])
+            .set(1);
+        for result in RELOAD_RESULTS {
+            drop(reload.get_or_create(&vec![("result".into(), result.into())]));
+        }
+        for state in ACCOUNT_STATES {
+            drop(accounts.get_or_create(&vec![("state".into(), state.into())]));
+        }
         Metrics {
             registry,
             expiry,
+            last_success,
             refresh,
             refresh_duration,
             sink_write,
             reload,
+            accounts,
+            known: Mutex::default(),
         }
     })
+}
+
+fn sink_labels(name: &str, sink: &str, result: &str) -> Labels {
+    vec![
+        ("account".into(), name.into()),
+        ("sink".into(), sink.into()),
+        ("result".into(), result.into()),
+    ]
+}
+
+fn refresh_labels(name: &str, result: &str) -> Labels {
+    vec![
+        ("account".into(), name.into()),
+        ("result".into(), result.into()),
+    ]
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn account(name: &str) -> Labels {
@@ -82,30 +157,71 @@ fn account(name: &str) -> Labels {
 }
 
 impl Metrics {
+    /// An account runs with these sinks: every one of its counters exists (at 0) from now
+    /// on, and the series of sinks it no longer has are removed. Called when an account
+    /// starts and when a reload changes its sinks.
+    pub fn track(&self, name: &str, sinks: &[String]) {
+        let mut known = self.known.lock().expect("metrics lock");
+        if let Some(old) = known.get(name) {
+            for sink in old.iter().filter(|s| !sinks.contains(s)) {
+                for result in SINK_RESULTS {
+                    self.sink_write.remove(&sink_labels(name, sink, result));
+                }
+            }
+        }
+        for result in REFRESH_RESULTS {
+            drop(self.refresh.get_or_create(&refresh_labels(name, result)));
+        }
+        drop(self.refresh_duration.get_or_create(&account(name)));
+        for sink in sinks {
+            for result in SINK_RESULTS {
+                drop(
+                    self.sink_write
+                        .get_or_create(&sink_labels(name, sink, result)),
+                );
+            }
+        }
+        known.insert(name.to_string(), sinks.to_vec());
+    }
+
     /// An attempt to obtain a token ended.
     pub fn refresh(&self, name: &str, result: &str, took: Duration) {
-        let mut labels = account(name);
         self.refresh_duration
-            .get_or_create(&labels)
+            .get_or_create(&account(name))
             .observe(took.as_secs_f64());
-        labels.push(("result".into(), result.into()));
-        self.refresh.get_or_create(&labels).inc();
+        self.refresh
+            .get_or_create(&refresh_labels(name, result))
+            .inc();
     }
 
     /// The account now holds a token expiring at `at`.
     pub fn expiry(&self, name: &str, at: SystemTime) {
-        let secs = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.expiry.get_or_create(&account(name)).set(secs);
+        self.expiry
+            .get_or_create(&account(name))
+            .set(unix_seconds(at));
+    }
+
+    /// The account last obtained a token at `at`.
+    pub fn last_success(&self, name: &str, at: SystemTime) {
+        self.last_success
+            .get_or_create(&account(name))
+            .set(unix_seconds(at));
+    }
+
+    /// How many accounts are in each of [`ACCOUNT_STATES`] (set at scrape time).
+    pub fn accounts(&self, counts: [i64; 4]) {
+        for (state, n) in ACCOUNT_STATES.iter().zip(counts) {
+            self.accounts
+                .get_or_create(&vec![("state".into(), (*state).into())])
+                .set(n);
+        }
     }
 
     /// A sink write ended.
     pub fn sink_write(&self, name: &str, sink: &str, result: &str) {
-        let mut labels = account(name);
-        labels.push(("sink".into(), sink.into()));
-        labels.push(("result".into(), result.into()));
-        self.sink_write.get_or_create(&labels).inc();
+        self.sink_write
+            .get_or_create(&sink_labels(name, sink, result))
+            .inc();
     }
 
     /// A reload ended.
@@ -118,6 +234,22 @@ impl Metrics {
     /// An account was removed: its series go away.
     pub fn forget(&self, name: &str) {
         self.expiry.remove(&account(name));
+        self.last_success.remove(&account(name));
+        self.refresh_duration.remove(&account(name));
+        for result in REFRESH_RESULTS {
+            self.refresh.remove(&refresh_labels(name, result));
+        }
+        let sinks = self
+            .known
+            .lock()
+            .expect("metrics lock")
+            .remove(name)
+            .unwrap_or_default();
+        for sink in &sinks {
+            for result in SINK_RESULTS {
+                self.sink_write.remove(&sink_labels(name, sink, result));
+            }
+        }
     }
 
     /// The exposition (OpenMetrics text, which Prometheus scrapes natively).
