@@ -8,6 +8,7 @@
 //! - [`provider`] — the one HTTP exchange engine and the presets (data).
 //! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum.
 //! - [`fsutil`] — atomic file replacement shared by the file sink and the state files.
+//! - [`process`] — process hardening at start: not dumpable, file descriptor limit raised.
 //! - [`schedule`] — pure timing maths (refresh due time, backoff, cron).
 //! - [`state`] — per-account state files (tokens, rotated refresh tokens, status).
 //! - [`account`] — obtain → persist → publish → notify for one account.
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod emulator;
 pub mod fsutil;
 pub mod observability;
+pub mod process;
 pub mod provider;
 pub mod schedule;
 pub mod sink;

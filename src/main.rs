@@ -8,6 +8,10 @@ use tokend::cli::{self, Cli, UsageError};
 use tokend::config::ConfigErrors;
 
 fn main() -> ExitCode {
+    // Before the runtime's threads exist and before any secret is read (docs/SECURITY.md).
+    for warning in tokend::process::harden_process() {
+        eprintln!("tokend: warning: {warning}");
+    }
     let cli = Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,
