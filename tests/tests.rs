@@ -13,4 +13,5 @@ mod oauth2_real;
 mod oauth_server_smoke;
 mod packaging;
 mod providers;
+mod redirects;
 mod vault;
