@@ -8,6 +8,7 @@ mod config;
 mod daemon;
 mod emulator;
 mod hardening;
+mod listener;
 mod metrics;
 mod oauth2_real;
 mod oauth_server_smoke;
