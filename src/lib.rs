@@ -8,6 +8,8 @@
 //! - [`provider`] — the one HTTP exchange engine and the presets (data).
 //! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum.
 //! - [`fsutil`] — atomic file replacement shared by the file sink and the state files.
+//! - [`http_client`] — the one builder of HTTP clients (no redirects, capped `ca_file`).
+//! - [`process`] — process hardening at start: not dumpable, file descriptor limit raised.
 //! - [`schedule`] — pure timing maths (refresh due time, backoff, cron).
 //! - [`state`] — per-account state files (tokens, rotated refresh tokens, status).
 //! - [`account`] — obtain → persist → publish → notify for one account; `account::policy`
@@ -29,7 +31,9 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod fsutil;
+pub mod http_client;
 pub mod observability;
+pub mod process;
 pub mod provider;
 pub mod schedule;
 pub mod sink;

@@ -9,6 +9,10 @@ use tokend::config::ConfigErrors;
 use tokend::startup::UsageError;
 
 fn main() -> ExitCode {
+    // Before the runtime's threads exist and before any secret is read (docs/SECURITY.md).
+    for warning in tokend::process::harden_process() {
+        eprintln!("tokend: warning: {warning}");
+    }
     let cli = Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

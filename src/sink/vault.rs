@@ -53,8 +53,11 @@
 //! resolver maps it to the host of `address`. Plain `http://` is allowed for loopback
 //! addresses only. vaultrs's settings can express the CA file and the timeout but not the
 //! resolver (nor a connection timeout or a user agent), so the sink builds this reqwest
-//! client itself (`http_client`) and [`api`] installs it as the transport of the vaultrs
-//! client; vaultrs still builds, sends and parses every request over it.
+//! client itself (`http_client`, through [`crate::http_client::build`], which also turns
+//! redirects off: a redirect would re-send `X-Vault-Token`, the document or an AppRole
+//! `secret_id` to wherever it points) and [`api`] installs it as the transport of the
+//! vaultrs client; vaultrs still builds, sends and parses every request over it. `ca_file`
+//! is read by [`crate::http_client::load_ca_file`] (a regular file of at most 1 MiB).
 
 mod api;
 mod token;
@@ -76,13 +79,12 @@ use self::token::{Auth, Keeper, Names, colon, describe_unavailable};
 use super::{SinkContext, SinkError, TokenDocument, WriteOutcome, parse_rfc3339};
 use crate::config::error::Validator;
 use crate::config::secret::SecretValueConfig;
+use crate::http_client::{ClientOptions, load_ca_file};
 
 /// How many times a write reads and tries again after check-and-set conflicts.
 const MAX_CAS_ATTEMPTS: usize = 5;
 /// Request timeout when `timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The connection timeout never exceeds this, even with a long request `timeout`.
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where Kubernetes mounts the pod's service account token.
 pub const DEFAULT_JWT_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
@@ -457,17 +459,6 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(timeout)
 }
 
-/// Reads a PEM bundle of CA certificates.
-fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{} is not a pem certificate bundle: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no pem certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 /// A DNS name for certificate checks (lower-cased; IP addresses are refused).
 fn parse_server_name(name: &str) -> Result<String, String> {
     match Host::parse(name.trim()) {
@@ -512,7 +503,8 @@ fn check_token(token: &SecretString) -> Result<(), String> {
         .map_err(|_| "holds characters that cannot be sent in an http header".into())
 }
 
-/// The HTTP client for `address`, and the base URL requests go to (its host replaced by
+/// The HTTP client for `address` (built by [`crate::http_client::build`], like every other
+/// client: no redirects), and the base URL requests go to (its host replaced by
 /// `server_name` when set).
 fn http_client(
     address: &Url,
@@ -520,17 +512,12 @@ fn http_client(
     roots: Vec<reqwest::Certificate>,
     server_name: Option<&str>,
 ) -> Result<(reqwest::Client, Url), String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-        .timeout(timeout)
-        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT));
-    if address.scheme() == "http" {
-        // No TLS at all, so no system roots to load (and no failure on hosts without them);
-        // vaultrs does the same for reqwest issue #2988.
-        builder = builder.tls_certs_only(Vec::new());
-    } else if !roots.is_empty() {
-        builder = builder.tls_certs_merge(roots);
-    }
+    let mut options = ClientOptions {
+        extra_roots: roots,
+        timeout: Some(timeout),
+        plain_http_only: address.scheme() == "http",
+        resolver: None,
+    };
     let mut base = address.clone();
     if let Some(name) = server_name {
         let target = match address.host() {
@@ -539,17 +526,14 @@ fn http_client(
             Some(Host::Ipv6(ip)) => IpAddr::V6(ip).to_string(),
             None => return Err("the address has no host".into()),
         };
-        builder = builder.dns_resolver(Arc::new(ResolveAs {
+        options.resolver = Some(Arc::new(ResolveAs {
             name: name.to_string(),
             target,
         }));
         base.set_host(Some(name))
             .map_err(|e| format!("cannot use tls_server_name {name:?}: {e}"))?;
     }
-    let client = builder
-        .build()
-        .map_err(|e| format!("cannot set up the http client: {e}"))?;
-    Ok((client, base))
+    Ok((crate::http_client::build(options)?, base))
 }
 
 /// Resolves `name` (the `tls_server_name` requests are sent to) as `target` (the host of

@@ -632,7 +632,7 @@ mod tests {
 
     fn api(base: &Url, namespace: Option<&str>) -> Api {
         Api::new(
-            reqwest::Client::new(),
+            crate::http_client::build(crate::http_client::ClientOptions::default()).unwrap(),
             base,
             namespace.map(str::to_string),
             Duration::from_secs(5),
