@@ -7,9 +7,8 @@
 pub mod policy;
 pub mod task;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::ExposeSecret;
@@ -17,6 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::config::{Account, Notify};
+use crate::http_client::HttpClients;
 use crate::provider::{Obtained, ProviderError, Via};
 use crate::sink::{Sink, SinkError, TokenDocument, WriteOutcome};
 use crate::state::{
@@ -44,46 +44,6 @@ impl Services {
             clients: Arc::new(HttpClients::default()),
             limiter: Arc::new(Semaphore::new(max_concurrent_requests)),
         }
-    }
-}
-
-/// reqwest clients, one per distinct `ca_file`, so connections are pooled across accounts
-/// of one provider.
-#[derive(Debug, Default)]
-pub struct HttpClients {
-    cache: Mutex<HashMap<Option<PathBuf>, reqwest::Client>>,
-}
-
-impl HttpClients {
-    /// The client trusting the system roots plus `ca_file`.
-    pub fn get(&self, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
-        let key = ca_file.map(Path::to_path_buf);
-        let mut cache = self
-            .cache
-            .lock()
-            .expect("client cache lock is never poisoned");
-        if let Some(c) = cache.get(&key) {
-            return Ok(c.clone());
-        }
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(30));
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        cache.insert(key, client.clone());
-        Ok(client)
     }
 }
 
