@@ -920,7 +920,7 @@ fn log_failure(name: &str, e: &ProviderError, wait: Duration, state: &AccountSta
         ProviderError::Rejected { .. } => {
             error!(account = %name, error = %e, retry_in, sinks_keep_token_until = ?valid_until, "credentials rejected by the provider: check the account's credentials")
         }
-        ProviderError::Malformed { .. } => {
+        ProviderError::Malformed { .. } | ProviderError::Misconfigured { .. } => {
             error!(account = %name, error = %e, retry_in, "cannot build the request: fix the config")
         }
     }

@@ -7,6 +7,7 @@
 //!   values, located errors.
 //! - [`provider`] — the one HTTP exchange engine and the presets (data).
 //! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum.
+//! - [`bounds`] — the documented ranges of every value from outside; saturating time maths.
 //! - [`fsutil`] — atomic file replacement shared by the file sink and the state files.
 //! - [`schedule`] — pure timing maths (refresh due time, backoff, cron).
 //! - [`state`] — per-account state files (tokens, rotated refresh tokens, status).
@@ -17,6 +18,7 @@
 //! - [`observability`] — logging.
 
 pub mod account;
+pub mod bounds;
 pub mod cli;
 pub mod config;
 pub mod daemon;
