@@ -67,11 +67,6 @@ pub fn add(t: SystemTime, d: Duration) -> SystemTime {
     clamp_time(t.checked_add(d).unwrap_or_else(max_time))
 }
 
-/// `t - d`, saturating at the epoch: never panics.
-pub fn sub(t: SystemTime, d: Duration) -> SystemTime {
-    clamp_time(t.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
-}
-
 /// Milliseconds since the epoch of `t`, clamped to the epoch .. [`MAX_TIME_MS`].
 pub fn to_ms(t: SystemTime) -> u64 {
     clamp_time(t)
@@ -126,10 +121,6 @@ mod tests {
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
         assert_eq!(add(SystemTime::now(), Duration::MAX), max_time());
         assert_eq!(clamp_time(far), max_time());
-        assert_eq!(
-            sub(SystemTime::UNIX_EPOCH, Duration::MAX),
-            SystemTime::UNIX_EPOCH
-        );
         assert_eq!(from_ms(u64::MAX), max_time());
         assert_eq!(to_ms(far), MAX_TIME_MS);
         assert_eq!(to_ms(from_ms(1_700_000_000_123)), 1_700_000_000_123);
