@@ -7,6 +7,7 @@
 //!   values, located errors.
 //! - [`provider`] — the one HTTP exchange engine and the presets (data).
 //! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum.
+//! - [`bounds`] — the documented ranges of every value from outside; saturating time maths.
 //! - [`fsutil`] — atomic file replacement shared by the file sink and the state files.
 //! - [`http_client`] — the one builder of HTTP clients (no redirects, capped `ca_file`).
 //! - [`process`] — process hardening at start: not dumpable, file descriptor limit raised.
@@ -25,6 +26,7 @@
 
 pub mod account;
 pub mod board;
+pub mod bounds;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -5,7 +5,16 @@
 //! `tokend status` shows: last success, last error, next refresh, per-sink results.
 //!
 //! A state file written under another fingerprint (provider settings or credentials
-//! changed) is discarded on load.
+//! changed) is discarded on load. A state file that cannot be used (not JSON, wrong
+//! types, a time after 9999-12-31, a token that [`accept_token`] refuses, more than
+//! [`MAX_STATE_FILE`] bytes) is *corrupt*: [`StateStore::load`] moves it aside to
+//! `<account>.json.corrupt` (one rename, replacing an older corrupt copy, so the newest
+//! is kept for inspection), says so for the log, and the account starts clean. Corrupt
+//! values are refused rather than clamped: a clamped expiry would be a guess, and a fresh
+//! login costs one request. [`StateStore::peek`] (`status`, `token`) reports the same
+//! problem as an error and never panics.
+//!
+//! [`accept_token`]: crate::provider::extract::accept_token
 //!
 //! Two files per account, for two kinds of durability:
 //! - `<account>.json` holds what must survive a power cut (tokens, the in-flight marker,
@@ -32,6 +41,53 @@ use crate::fsutil::{FileAttrs, atomic_write, ensure_private_dir};
 /// Format version of state files.
 const VERSION: u32 = 1;
 
+/// The largest state file read: a state holds two tokens of at most 16 KiB each and a few
+/// short strings; anything larger is corrupt (and must not be read into memory whole).
+pub const MAX_STATE_FILE: u64 = 1 << 20;
+
+/// Which state belongs to an account: a hash of its provider settings and credentials
+/// (`config::validate::fingerprint`), plus the hash today's release wrote before the
+/// hash became a versioned serialisation (issue 11), accepted as an alias so an upgrade
+/// keeps every saved token. A state loaded under the alias is re-keyed to the current
+/// value and saved under it on its next write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The current fingerprint, written into new state.
+    pub current: String,
+    /// The fingerprint of the same settings as written by releases before the versioned one.
+    pub legacy: Option<String>,
+}
+
+impl Fingerprint {
+    /// A fingerprint without a legacy alias.
+    pub fn new(current: impl Into<String>) -> Self {
+        Fingerprint {
+            current: current.into(),
+            legacy: None,
+        }
+    }
+
+    /// Whether state saved under `saved` belongs to this fingerprint.
+    pub fn matches(&self, saved: &str) -> bool {
+        saved == self.current || self.legacy.as_deref() == Some(saved)
+    }
+}
+
+impl std::ops::Deref for Fingerprint {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.current
+    }
+}
+
+/// `state.fingerprint == account.fingerprint`: the saved state belongs to the account
+/// (current value or legacy alias).
+impl PartialEq<Fingerprint> for String {
+    fn eq(&self, other: &Fingerprint) -> bool {
+        other.matches(self)
+    }
+}
+
 /// A secret that is written to the (0600) state file but never printed.
 #[derive(Clone)]
 pub struct StoredSecret(pub SecretString);
@@ -54,16 +110,11 @@ impl<'de> Deserialize<'de> for StoredSecret {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Milliseconds since the Unix epoch, clamped to the epoch .. 9999-12-31 (never overflows).
+pub use crate::bounds::to_ms;
 
-/// The inverse of [`to_ms`].
-pub fn from_ms(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
-}
+/// The inverse of [`to_ms`], clamped to 9999-12-31 (never overflows).
+pub use crate::bounds::from_ms;
 
 /// The held access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +223,35 @@ impl AccountState {
         }
     }
 
+    /// Why this state (just read from a file) cannot be used, if it cannot: a time after
+    /// 9999-12-31 or a token [`accept_token`](crate::provider::extract::accept_token)
+    /// refuses. Such a file was not written by tokend.
+    pub fn check(&self) -> Result<(), String> {
+        let accept = crate::provider::extract::accept_token;
+        let too_late = |ms: Option<u64>| ms.is_some_and(|ms| ms > crate::bounds::MAX_TIME_MS);
+        let mut times = vec![
+            self.refresh_expires_at_ms,
+            self.last_success_ms,
+            self.last_error_ms,
+            self.next_refresh_ms,
+        ];
+        if let Some(t) = &self.token {
+            times.extend([Some(t.obtained_at_ms), Some(t.expires_at_ms)]);
+            accept(t.access_token.0.expose_secret())
+                .map_err(|m| format!("the access token {m}"))?;
+        }
+        for s in self.sinks.values() {
+            times.extend([s.last_write_ms, s.holds_expires_at_ms, s.last_error_ms]);
+        }
+        if times.into_iter().any(too_late) {
+            return Err("a time is after 9999-12-31".into());
+        }
+        if let Some(rt) = &self.refresh_token {
+            accept(rt.0.expose_secret()).map_err(|m| format!("the refresh token {m}"))?;
+        }
+        Ok(())
+    }
+
     /// The access token if it is still valid at `now`.
     pub fn valid_token(&self, now: SystemTime) -> Option<&StoredToken> {
         self.token
@@ -186,7 +266,7 @@ impl AccountState {
         }
         let unexpired = self
             .refresh_expires_at_ms
-            .is_none_or(|ms| from_ms(ms) > now + Duration::from_secs(1));
+            .is_none_or(|ms| from_ms(ms) > crate::bounds::add(now, Duration::from_secs(1)));
         self.refresh_token
             .as_ref()
             .filter(|_| unexpired)
@@ -273,9 +353,14 @@ impl StateStore {
         let path = self.sinks_path(account);
         // A read racing the in-place rewrite may see a mix: read again.
         for _ in 0..3 {
-            let bytes = std::fs::read(&path).ok()?;
-            if let Ok(sinks) = serde_json::from_slice(&bytes) {
-                return Some(sinks);
+            let bytes = read_bounded(&path).ok()?;
+            if let Ok(sinks) = serde_json::from_slice::<BTreeMap<String, SinkStatus>>(&bytes) {
+                let sane = sinks.values().all(|s| {
+                    [s.last_write_ms, s.holds_expires_at_ms, s.last_error_ms]
+                        .iter()
+                        .all(|ms| ms.is_none_or(|ms| ms <= crate::bounds::MAX_TIME_MS))
+                });
+                return sane.then_some(sinks);
             }
         }
         None
@@ -288,51 +373,75 @@ impl StateStore {
         state
     }
 
-    /// Loads an account's state. Missing → `None`. Unreadable or written for another
-    /// fingerprint → `None` with the reason, so the caller logs it and starts afresh.
-    pub fn load(&self, account: &str, fingerprint: &str) -> (Option<AccountState>, Option<String>) {
+    /// Reads and checks a state file: `Ok(None)` when missing, `Err((corrupt, why))`
+    /// when unreadable (`corrupt` = the content is bad, not the I/O).
+    fn read(&self, account: &str) -> Result<Option<AccountState>, (bool, String)> {
         let path = self.path(account);
-        // Leftovers of a crash between create and rename (they hold tokens).
-        crate::fsutil::sweep_stale_temps_once(&path, Duration::from_secs(60));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return (None, None),
-            Err(e) => return (None, Some(format!("cannot read {}: {e}", path.display()))),
+        let bytes = match read_bounded(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err((true, format!("{}: {e}", path.display())));
+            }
+            Err(e) => return Err((false, format!("cannot read {}: {e}", path.display()))),
         };
-        match serde_json::from_str::<AccountState>(&text) {
-            Ok(s) if s.fingerprint != fingerprint => (
-                None,
-                Some("provider settings or credentials changed; discarding the saved token".into()),
-            ),
-            Ok(s) => (Some(self.with_sinks(s)), None),
-            Err(e) => (
-                None,
-                Some(format!(
-                    "{} is not a valid state file ({e}); starting afresh",
-                    path.display()
-                )),
-            ),
+        let state = serde_json::from_slice::<AccountState>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.check().map(|()| s));
+        match state {
+            Ok(s) => Ok(Some(self.with_sinks(s))),
+            Err(e) => Err((
+                true,
+                format!("{} is not a valid state file ({e})", path.display()),
+            )),
         }
     }
 
-    /// Reads a state file regardless of fingerprint (for `status` and `token`).
-    pub fn peek(&self, account: &str) -> io::Result<Option<AccountState>> {
+    /// Loads an account's state. Missing → `None`. Written for another fingerprint →
+    /// `None` with the reason. Corrupt → moved aside to `<account>.json.corrupt`, `None`
+    /// with the reason (naming both files). The caller logs the reason and starts afresh.
+    pub fn load(
+        &self,
+        account: &str,
+        fingerprint: &Fingerprint,
+    ) -> (Option<AccountState>, Option<String>) {
         let path = self.path(account);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(|s| Some(self.with_sinks(s)))
-                .map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                format!("cannot read {}: {e}", path.display()),
-            )),
+        // Leftovers of a crash between create and rename (they hold tokens).
+        crate::fsutil::sweep_stale_temps_once(&path, Duration::from_secs(60));
+        match self.read(account) {
+            Ok(None) => (None, None),
+            Ok(Some(s)) if !fingerprint.matches(&s.fingerprint) => (
+                None,
+                Some("provider settings or credentials changed; discarding the saved token".into()),
+            ),
+            Ok(Some(mut s)) => {
+                // Saved under the legacy alias: carry on under the current fingerprint.
+                s.fingerprint = fingerprint.current.clone();
+                (Some(s), None)
+            }
+            Err((false, why)) => (None, Some(why)),
+            Err((true, why)) => {
+                let aside = self.dir.join(format!("{account}.json.corrupt"));
+                let moved = match std::fs::rename(&path, &aside) {
+                    Ok(()) => format!("moved it to {}", aside.display()),
+                    Err(e) => format!("cannot move it to {}: {e}", aside.display()),
+                };
+                (None, Some(format!("{why}; {moved}; starting afresh")))
+            }
         }
+    }
+
+    /// Reads a state file regardless of fingerprint (for `status` and `token`). Never
+    /// moves anything (the daemon may be running); a corrupt file is an error naming it.
+    pub fn peek(&self, account: &str) -> io::Result<Option<AccountState>> {
+        self.read(account).map_err(|(corrupt, why)| {
+            let kind = if corrupt {
+                io::ErrorKind::InvalidData
+            } else {
+                io::ErrorKind::Other
+            };
+            io::Error::new(kind, why)
+        })
     }
 
     /// Saves atomically with fsync (0600; directory 0700).
@@ -367,6 +476,22 @@ impl StateStore {
     }
 }
 
+/// Reads at most [`MAX_STATE_FILE`] bytes of `path`; a larger file is `InvalidData`.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(MAX_STATE_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_STATE_FILE} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,13 +504,13 @@ mod tests {
         s.refresh_token = Some(StoredSecret(SecretString::from("rt-secret")));
         store.save(&s).unwrap();
         assert!(!format!("{s:?}").contains("rt-secret"));
-        let (loaded, why) = store.load("a", "fp1");
+        let (loaded, why) = store.load("a", &Fingerprint::new("fp1"));
         assert!(why.is_none());
         assert_eq!(
             loaded.unwrap().refresh_token.unwrap().0.expose_secret(),
             "rt-secret"
         );
-        let (loaded, why) = store.load("a", "fp2");
+        let (loaded, why) = store.load("a", &Fingerprint::new("fp2"));
         assert!(loaded.is_none() && why.unwrap().contains("changed"));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -421,6 +546,70 @@ mod tests {
         assert_eq!(std::fs::read(store.sinks_path("a")).unwrap(), b"{}");
         let _lock = store.lock().unwrap();
         assert_eq!(store.lock().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 11: a state file that cannot be used is moved aside (the newest corrupt copy
+    /// kept), the reason names it, the account starts clean, and `peek` reports an error
+    /// instead of panicking.
+    #[test]
+    fn corrupt_state_files_are_moved_aside_and_peek_never_panics() {
+        let dir = std::env::temp_dir().join(format!("tokend-corrupt-{}", std::process::id()));
+        let store = StateStore::new(&dir);
+        let fp = Fingerprint::new("fp");
+        let good = |token: &str, expires_at_ms: &str| {
+            format!(
+                r#"{{"version":1,"account":"a","provider":"zarv","fingerprint":"fp","token":{{"access_token":{token},"token_type":"Bearer","obtained_at_ms":1,"expires_at_ms":{expires_at_ms},"expiry_source":"jwt"}},"refresh_token":null,"refresh_expires_at_ms":null,"last_success_ms":null,"last_error":null,"last_error_ms":null,"next_refresh_ms":null}}"#
+            )
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("not JSON", b"{\"version\":1,".to_vec()),
+            ("not UTF-8", vec![0xff, 0xfe, 0x00]),
+            ("wrong type", good("\"tok\"", "\"soon\"").into_bytes()),
+            (
+                "number beyond u64",
+                good("\"tok\"", "99999999999999999999").into_bytes(),
+            ),
+            (
+                "expiry after 9999",
+                good("\"tok\"", "18446744073709551615").into_bytes(),
+            ),
+            (
+                "token with a newline",
+                good("\"abc\\nLD_PRELOAD=/tmp/evil.so\"", "1").into_bytes(),
+            ),
+            ("empty token", good("\"\"", "1").into_bytes()),
+            ("huge file", vec![b' '; MAX_STATE_FILE as usize + 1]),
+        ];
+        std::fs::create_dir_all(&dir).unwrap();
+        for (case, bytes) in cases {
+            std::fs::write(store.path("a"), &bytes).unwrap();
+            let e = store.peek("a").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{case}: {e}");
+            assert!(e.to_string().contains("a.json"), "{case}: {e}");
+            assert!(!e.to_string().contains("LD_PRELOAD"), "{case}: {e}");
+            let (loaded, why) = store.load("a", &fp);
+            let why = why.unwrap_or_default();
+            assert!(loaded.is_none(), "{case}");
+            assert!(why.contains("a.json.corrupt"), "{case}: {why}");
+            assert!(!store.path("a").exists(), "{case}");
+            assert_eq!(
+                std::fs::read(dir.join("a.json.corrupt")).unwrap(),
+                bytes,
+                "{case}"
+            );
+            assert!(store.peek("a").unwrap().is_none(), "{case}");
+        }
+        // A good file with the largest time loads; so does the legacy alias, re-keyed.
+        std::fs::write(store.path("a"), good("\"tok\"", "253402300799000")).unwrap();
+        assert!(store.load("a", &fp).0.is_some());
+        let renamed = Fingerprint {
+            current: "new".into(),
+            legacy: Some("fp".into()),
+        };
+        assert_eq!(store.load("a", &renamed).0.unwrap().fingerprint, "new");
+        assert!("fp".to_string() == renamed && "new".to_string() == renamed);
+        assert!("other".to_string() != renamed);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -609,7 +609,8 @@ fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
     // (and one while a refresh is certainly in flight) the daemon never presents a spent
     // refresh token, and logs in again only when its saved state says the held refresh
     // token may have been spent (`refresh_in_flight`) or it has none.
-    let emu = emulator(Duration::from_secs(2));
+    // 3 s: the shortest lifetime a token may have (it must live 2 s after receipt).
+    let emu = emulator(Duration::from_secs(3));
     // Half the requests take 300 ms, so random kills often land mid-request.
     let slow = || {
         emu.set_random_faults(
@@ -648,7 +649,7 @@ fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
                 emu.stats(Provider::Zarv).faults > faults
             });
         } else {
-            let ms = 150 + rand::random::<u64>() % 1800;
+            let ms = 150 + rand::random::<u64>() % 2550;
             // The random kill point itself.
             std::thread::sleep(Duration::from_millis(ms));
         }
@@ -962,8 +963,9 @@ fn reload_touches_only_the_accounts_that_changed() {
     // account starts; a removed one stops and its files stay.
     let emu = emulator(LONG);
     let emu2 = emulator(LONG);
-    // The removed account refreshes every second, so its silence afterwards shows.
-    let emu_short = emulator(Duration::from_secs(2));
+    // The removed account refreshes every 2 s or so, so its silence afterwards shows (4 s
+    // tokens: a JWT `exp` in whole seconds must still leave 2 s after receipt).
+    let emu_short = emulator(Duration::from_secs(4));
     let s = Setup::new("daemon-reload-diff");
     let keep = simple_account(&s, &emu, "keep", Provider::Pontotel);
     let sinks_before = simple_account(&s, &emu, "sinks", Provider::Zarv);
@@ -1043,7 +1045,7 @@ fn reload_touches_only_the_accounts_that_changed() {
     );
     // Removed: its files stay and it sends nothing more. Observation window: two of its
     // refresh periods.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(4000));
     assert_eq!(
         emu_short.stats(Provider::Funcional).requests,
         gone_requests,
@@ -1433,8 +1435,9 @@ fn no_secret_reaches_any_log_line() {
     // Proves SPEC §4 "Secrets never leak" for the daemon's log at debug level: every
     // provider, rotations, refresh tokens revoked (fallback to login), credentials
     // rejected, garbage answers, GraphQL errors, a failed reload of a config with a
-    // mistyped secret, SIGUSR1 and SIGHUP.
-    let emu = emulator(Duration::from_secs(2));
+    // mistyped secret, SIGUSR1 and SIGHUP. 4 s tokens: the shortest a JWT `exp` in whole
+    // seconds can give that still lives 2 s after receipt.
+    let emu = emulator(Duration::from_secs(4));
     let s = Setup::new("daemon-secrets");
     let mut text = s.header("log_level = \"debug\"\nlog_format = \"json\"\n");
     // The header sets log_format twice otherwise.

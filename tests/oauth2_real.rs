@@ -59,7 +59,8 @@ fn client_credentials_with_basic_and_body_auth_obtain_live_tokens() {
 fn password_grant_rotates_refresh_tokens_and_never_reuses_a_spent_one() {
     // Proves: after expiry tokend uses the refresh token (no new login), keeps the rotated
     // one, and the spent one is dead on the server.
-    let server = OAuthServer::start(2);
+    // 4 s: a token must live 2 s after receipt (SPEC §4); half of it is a clear "due".
+    let server = OAuthServer::start(4);
     let dir = TestDir::new("oauth2-password");
     let cfg = config(
         &dir,
@@ -78,8 +79,8 @@ fn password_grant_rotates_refresh_tokens_and_never_reuses_a_spent_one() {
     let first = state_json(&state_dir, "app");
     let rt1 = first["refresh_token"].as_str().unwrap().to_string();
     assert_eq!(first["logins"], 1);
-    // Wait until the token is due (half of its 2 s life), then run again.
-    let due = first["token"]["obtained_at_ms"].as_u64().unwrap() + 1000;
+    // Wait until the token is due (half of its 4 s life), then run again.
+    let due = first["token"]["obtained_at_ms"].as_u64().unwrap() + 2000;
     wait_for("token due", Duration::from_secs(10), || {
         tokend_now_ms() > due
     });

@@ -8,6 +8,7 @@ mod config;
 mod daemon;
 mod emulator;
 mod hardening;
+mod hostile;
 mod listener;
 mod metrics;
 mod oauth2_real;

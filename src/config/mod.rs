@@ -95,7 +95,7 @@ pub struct Account {
     pub notify: Vec<Notify>,
     /// Hash of provider settings and credentials: state written under another fingerprint
     /// is discarded (SPEC §4 "State").
-    pub fingerprint: String,
+    pub fingerprint: crate::state::Fingerprint,
 }
 
 /// A validated `[[account.notify]]`.

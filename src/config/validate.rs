@@ -20,12 +20,17 @@ use super::raw::{
     RetryConfig, Sources, TimingConfig,
 };
 use super::{Account, Config, Daemon, LogFormat, Notify};
+use crate::bounds::{MAX_CONFIG_DURATION, MAX_LIFETIME, TIMEOUT_RANGE};
 use crate::provider::http::{Provider, VarsEq, check_scheme};
 use crate::provider::presets::{PROVIDERS, preset};
 use crate::provider::template::{self, Vars};
 use crate::provider::{Body, Exchange, ProviderSpec, ResponseSpec, Source as ValueSource};
 use crate::schedule::{Retry, Timing};
 use crate::sink::SinkContext;
+use crate::state::Fingerprint;
+
+/// The shortest `default_lifetime`: a token must still live 2 s after it is received.
+const MIN_DEFAULT_LIFETIME: Duration = Duration::from_secs(3);
 
 /// The account fields templates may use (besides `[account.vars]`).
 const CREDENTIALS: [&str; 5] = [
@@ -242,19 +247,42 @@ fn literal_secrets(raw: &AccountConfig) -> Vec<String> {
     fields
 }
 
-/// Parses a human duration (`"30s"`, `"5m"`, `"1h 30m"`).
+/// Parses a human duration (`"30s"`, `"5m"`, `"1h 30m"`). humantime's arithmetic is
+/// checked: an absurd value (`"500000000000y"`) is an error here, not a panic.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|_| format!("{s:?} is not a duration: expected e.g. \"30s\", \"5m\" or \"1h\""))
 }
 
+/// Parses a human duration and checks it lies in `min ..= max` (issue 11: every
+/// configured duration is bounded, so none can overflow the daemon's time arithmetic).
+/// The one rule for every duration in the config: accounts, `[daemon]`, sinks, notify.
+pub fn bounded_duration(s: &str, (min, max): (Duration, Duration)) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min || d > max {
+        let range = if min.is_zero() {
+            format!("at most {}", humantime::format_duration(max))
+        } else {
+            format!(
+                "{} to {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )
+        };
+        return Err(format!("{s:?} is out of range: expected {range}"));
+    }
+    Ok(d)
+}
+
+/// An optional duration in `range`, else `default`; an error is recorded against `field`.
 fn duration(
     v: &mut Validator<'_>,
     field: &str,
     value: Option<&String>,
     default: Duration,
+    range: (Duration, Duration),
 ) -> Duration {
-    match value.map(|s| parse_duration(s)) {
+    match value.map(|s| bounded_duration(s, range)) {
         None => default,
         Some(Ok(d)) => d,
         Some(Err(m)) => {
@@ -365,33 +393,47 @@ fn validate_timing(v: &mut Validator<'_>, raw: Option<&TimingConfig>, base: &Tim
             ),
         );
     }
-    t.min_margin = duration(v, "min_margin", raw.min_margin.as_ref(), base.min_margin);
+    t.min_margin = duration(
+        v,
+        "min_margin",
+        raw.min_margin.as_ref(),
+        base.min_margin,
+        (Duration::ZERO, MAX_CONFIG_DURATION),
+    );
+    // A token must live 2 s after receipt (SPEC §4), so a shorter default could never
+    // be accepted.
     t.default_lifetime = duration(
         v,
         "default_lifetime",
         raw.default_lifetime.as_ref(),
         base.default_lifetime,
+        (MIN_DEFAULT_LIFETIME, MAX_LIFETIME),
     );
-    if t.default_lifetime < Duration::from_secs(1) {
-        v.error("default_lifetime", "must be at least 1s");
-    }
     t
 }
 
 fn validate_retry(v: &mut Validator<'_>, raw: Option<&RetryConfig>) -> Retry {
     let base = Retry::default();
     let Some(raw) = raw else { return base };
-    let initial = duration(v, "initial", raw.initial.as_ref(), base.initial);
-    let max = duration(v, "max", raw.max.as_ref(), base.max);
-    let max_expired = duration(v, "max_expired", raw.max_expired.as_ref(), base.max_expired);
-    let rejected = duration(v, "rejected", raw.rejected.as_ref(), base.rejected);
-    // Below 1 s the spacing rule binds anyway; a zero would read as "retry at once".
-    if max_expired < Duration::from_secs(1) {
-        v.error("max_expired", "must be at least 1s");
-    }
-    if rejected < Duration::from_secs(1) {
-        v.error("rejected", "must be at least 1s");
-    }
+    let range = (Duration::ZERO, MAX_CONFIG_DURATION);
+    let initial = duration(v, "initial", raw.initial.as_ref(), base.initial, range);
+    let max = duration(v, "max", raw.max.as_ref(), base.max, range);
+    // At least 1 s: below that the 1 s spacing binds anyway, and 0 would read as "at once".
+    let at_least_1s = (Duration::from_secs(1), MAX_CONFIG_DURATION);
+    let max_expired = duration(
+        v,
+        "max_expired",
+        raw.max_expired.as_ref(),
+        base.max_expired,
+        at_least_1s,
+    );
+    let rejected = duration(
+        v,
+        "rejected",
+        raw.rejected.as_ref(),
+        base.rejected,
+        at_least_1s,
+    );
     if initial.is_zero() {
         v.error("initial", "must be more than 0s");
     }
@@ -633,11 +675,13 @@ fn validate_account(
         raw.refresh.as_ref().map(|r| r.timing()).as_ref(),
         &daemon.timing,
     );
-    let timeout = duration(v, "timeout", raw.timeout.as_ref(), Duration::from_secs(15));
-    if timeout.is_zero() {
-        v.error("timeout", "must be more than 0s");
-        failed = true;
-    }
+    let timeout = duration(
+        v,
+        "timeout",
+        raw.timeout.as_ref(),
+        Duration::from_secs(15),
+        TIMEOUT_RANGE,
+    );
     if let Some(schedule) = &raw.schedule
         && let Err(m) = crate::schedule::parse_cron(schedule)
     {
@@ -942,7 +986,13 @@ fn validate_response(v: &mut Validator<'_>, raw: &ResponseConfig) -> Option<Resp
 }
 
 fn validate_notify(v: &mut Validator<'_>, raw: &NotifyConfig) -> Option<Notify> {
-    let timeout = duration(v, "timeout", raw.timeout.as_ref(), Duration::from_secs(30));
+    let timeout = duration(
+        v,
+        "timeout",
+        raw.timeout.as_ref(),
+        Duration::from_secs(30),
+        TIMEOUT_RANGE,
+    );
     match (&raw.command, &raw.signal, &raw.pid_file) {
         (Some(argv), None, None) => {
             if argv.is_empty() || argv[0].is_empty() {
@@ -990,7 +1040,44 @@ fn validate_notify(v: &mut Validator<'_>, raw: &NotifyConfig) -> Option<Notify> 
     }
 }
 
-fn fingerprint(provider: &str, spec: &ProviderSpec, vars: &Vars) -> String {
+/// The state fingerprint of an account: which saved state belongs to it (SPEC §4 "State
+/// for an account whose provider settings or credentials changed is discarded").
+///
+/// Version 1 hashes an explicit serialisation, [`FingerprintV1`] as JSON: the provider
+/// name, both exchanges (url, method, body, headers), the response spec and every variable
+/// (credentials included, so a changed password discards the state), each in a fixed
+/// order. SHA-256, hex of the first 16 bytes. Never `Debug` text: that changes with any
+/// new field or dependency bump, and an upgrade would then silently discard every state
+/// file (a lockout for `grant = "refresh_token"` accounts). A change to this format must
+/// bump `version` and keep accepting the old value as a legacy alias.
+///
+/// The legacy alias is the value releases before version 1 wrote: a hash of the provider
+/// name, the `Debug` text of the [`ProviderSpec`] and the variables. It is computed the
+/// same way here, so state from those releases still loads without a login as long as
+/// `ProviderSpec`'s `Debug` output is unchanged; `legacy_fingerprint_matches_todays_release`
+/// pins it against state files that release wrote (`tests/data/state-v1/`).
+pub fn fingerprint(provider: &str, spec: &ProviderSpec, vars: &Vars) -> Fingerprint {
+    let v1 = FingerprintV1 {
+        version: 1,
+        provider,
+        login: ExchangeV1::of(&spec.login),
+        refresh: spec.refresh.as_ref().map(ExchangeV1::of),
+        response: ResponseV1::of(&spec.response),
+        vars: vars
+            .0
+            .iter()
+            .map(|(k, val)| (k.as_str(), val.expose_secret()))
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&v1).expect("a fingerprint serialises: strings and JSON only");
+    Fingerprint {
+        current: hex::encode(&Sha256::digest(&bytes)[..16]),
+        legacy: Some(legacy_fingerprint(provider, spec, vars)),
+    }
+}
+
+/// The fingerprint as releases before version 1 computed it (see [`fingerprint`]).
+fn legacy_fingerprint(provider: &str, spec: &ProviderSpec, vars: &Vars) -> String {
     let mut h = Sha256::new();
     h.update(provider.as_bytes());
     h.update([0]);
@@ -1002,4 +1089,239 @@ fn fingerprint(provider: &str, spec: &ProviderSpec, vars: &Vars) -> String {
         h.update(val.expose_secret().as_bytes());
     }
     hex::encode(&h.finalize()[..16])
+}
+
+/// What version 1 of the fingerprint hashes. Field order is the serialisation order.
+#[derive(serde::Serialize)]
+struct FingerprintV1<'a> {
+    version: u32,
+    provider: &'a str,
+    login: ExchangeV1<'a>,
+    refresh: Option<ExchangeV1<'a>>,
+    response: ResponseV1<'a>,
+    /// Name → value, sorted by name (a `BTreeMap`).
+    vars: Vec<(&'a str, &'a str)>,
+}
+
+#[derive(serde::Serialize)]
+struct ExchangeV1<'a> {
+    url: &'a str,
+    method: &'a str,
+    body: BodyV1<'a>,
+    headers: Vec<(&'a str, &'a str)>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum BodyV1<'a> {
+    Empty,
+    /// Keys sorted at every level, whatever order serde_json's map keeps.
+    Json(serde_json::Value),
+    Form(Vec<(&'a str, &'a str)>),
+}
+
+#[derive(serde::Serialize)]
+struct ResponseV1<'a> {
+    access_token: Vec<String>,
+    refresh_token: Vec<String>,
+    expires_in: Vec<String>,
+    refresh_expires_in: Vec<String>,
+    token_type: Vec<String>,
+    error: Option<&'a str>,
+}
+
+impl<'a> ExchangeV1<'a> {
+    fn of(e: &'a Exchange) -> Self {
+        let pairs = |v: &'a [(String, String)]| -> Vec<(&'a str, &'a str)> {
+            v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+        };
+        ExchangeV1 {
+            url: &e.url,
+            method: &e.method,
+            body: match &e.body {
+                Body::Empty => BodyV1::Empty,
+                Body::Json(tree) => BodyV1::Json(sorted_json(tree)),
+                Body::Form(fields) => BodyV1::Form(pairs(fields)),
+            },
+            headers: pairs(&e.headers),
+        }
+    }
+}
+
+impl<'a> ResponseV1<'a> {
+    fn of(r: &'a ResponseSpec) -> Self {
+        let sources = |v: &[ValueSource]| -> Vec<String> {
+            v.iter()
+                .map(|s| match s {
+                    ValueSource::Pointer(p) => p.clone(),
+                    ValueSource::Cookie(c) => format!("cookie:{c}"),
+                    ValueSource::Header(h) => format!("header:{h}"),
+                })
+                .collect()
+        };
+        ResponseV1 {
+            access_token: sources(&r.access_token),
+            refresh_token: sources(&r.refresh_token),
+            expires_in: sources(&r.expires_in),
+            refresh_expires_in: sources(&r.refresh_expires_in),
+            token_type: sources(&r.token_type),
+            error: r.error.as_deref(),
+        }
+    }
+}
+
+/// `v` with object keys inserted in sorted order at every level, so the serialisation
+/// does not depend on whether serde_json keeps insertion order (`preserve_order`).
+fn sorted_json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted_json(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted_json).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The accounts of `tokend demo` as the release before the versioned fingerprint ran
+    /// them, with the fingerprints it wrote into their state files (tests/data/state-v1).
+    const DEMO: &str = include_str!("../../tests/data/state-v1/tokend.toml");
+    const RELEASED: [(&str, &str); 6] = [
+        ("pontotel", "3a70c9529138d446c4979d7aa1a782b7"),
+        ("funcional", "870806b433ebd7ea2885158a8ed3deb4"),
+        ("hubsoft", "677bc7ce344dd5aa7f9eac649a1ab822"),
+        ("zarv", "1b5b99600409b300d3c41733b4115e10"),
+        ("itflex", "4b0276d911a51c521dd07c4da57753bc"),
+        ("oauth2", "5078192859bc546b350f6ea894a7c73d"),
+    ];
+
+    /// Every preset's state from that release still belongs to its account (legacy alias).
+    #[test]
+    fn legacy_fingerprint_matches_todays_release() {
+        let accounts = crate::config::load_str_for_tests(DEMO);
+        for (name, released) in RELEASED {
+            let a = accounts.iter().find(|a| a.name == name).unwrap();
+            assert_eq!(a.fingerprint.legacy.as_deref(), Some(released), "{name}");
+            assert!(released.to_string() == a.fingerprint, "{name}");
+        }
+    }
+
+    /// Golden values of version 1: a change here discards every user's saved state, so it
+    /// must come with a version bump and a legacy alias.
+    #[test]
+    fn fingerprint_v1_is_pinned() {
+        let accounts = crate::config::load_str_for_tests(DEMO);
+        let got: Vec<(&str, &str)> = accounts
+            .iter()
+            .map(|a| (a.name.as_str(), a.fingerprint.current.as_str()))
+            .collect();
+        assert_eq!(got, GOLDEN_V1);
+        // Any credential, URL or response change gives another value.
+        let changed = crate::config::load_str_for_tests(
+            &DEMO.replace("\"demo-password\"", "\"other-password\""),
+        );
+        assert_ne!(changed[0].fingerprint.current, GOLDEN_V1[0].1);
+        assert_eq!(
+            changed[4].fingerprint.current, GOLDEN_V1[4].1,
+            "itflex has no password"
+        );
+    }
+
+    const GOLDEN_V1: [(&str, &str); 6] = [
+        ("pontotel", "bc697a3763988b5fb35bf2f325cbb1fd"),
+        ("funcional", "83b4794abc29768abe9f183e9f9dd826"),
+        ("hubsoft", "742b4bc0a2ef56d8bb0dfc22bcebeee3"),
+        ("zarv", "3fc1f4d885f0d3d1c6e26a1fbb02c966"),
+        ("itflex", "026e80e60fb46570e0293dd8baa18cc2"),
+        ("oauth2", "5186a39990a61053bb59cf309dfc8728"),
+    ];
+
+    /// Issue 11: absurd durations are located config errors, never a panic at run time;
+    /// humantime's own overflow is an error too.
+    #[test]
+    fn durations_out_of_range_are_located_errors() {
+        let account = "[[account]]\nname = \"a\"\nprovider = \"zarv\"\nbase_url = \"http://127.0.0.1:1/z\"\nusername = \"u\"\npassword = \"p\"\n";
+        let cases: [(&str, &str, &str); 12] = [
+            (
+                "[daemon.refresh]\ndefault_lifetime = \"10000y\"\n",
+                "",
+                "daemon.refresh.default_lifetime: \"10000y\" is out of range: expected 3s to 1year",
+            ),
+            (
+                "[daemon.refresh]\ndefault_lifetime = \"1s\"\n",
+                "",
+                "default_lifetime: \"1s\" is out of range",
+            ),
+            (
+                "[daemon.refresh]\nmin_margin = \"2y\"\n",
+                "",
+                "daemon.refresh.min_margin: \"2y\" is out of range: expected at most 1year",
+            ),
+            (
+                "[daemon.retry]\nmax = \"500000000000y\"\n",
+                "",
+                "daemon.retry.max: \"500000000000y\" is",
+            ),
+            (
+                "[daemon.retry]\nmax = \"99999999999999999999999y\"\n",
+                "",
+                "daemon.retry.max: \"99999999999999999999999y\" is not a duration",
+            ),
+            (
+                "[daemon.retry]\ninitial = \"400d\"\nmax = \"400d\"\n",
+                "",
+                "daemon.retry.initial: \"400d\" is out of range",
+            ),
+            (
+                "",
+                "timeout = \"11m\"\n",
+                "timeout: \"11m\" is out of range: expected 1s to 10m",
+            ),
+            (
+                "",
+                "timeout = \"500ms\"\n",
+                "timeout: \"500ms\" is out of range: expected 1s to 10m",
+            ),
+            ("", "timeout = \"0s\"\n", "timeout: \"0s\" is out of range"),
+            (
+                "",
+                "[account.refresh]\ndefault_lifetime = \"18446744073709551615s\"\n",
+                "default_lifetime: \"18446744073709551615s\" is out of range",
+            ),
+            (
+                "",
+                "[[account.notify]]\ncommand = [\"true\"]\ntimeout = \"1h\"\n",
+                "notify[0].timeout: \"1h\" is out of range: expected 1s to 10m",
+            ),
+            (
+                "",
+                "[[account.sink]]\ntype = \"vault\"\naddress = \"http://127.0.0.1:1\"\npath = \"x\"\nauth = { token = \"t\" }\ntimeout = \"1y\"\n",
+                "timeout: \"1y\" is out of range: expected 1s to 10m",
+            ),
+        ];
+        let dir = std::env::temp_dir().join(format!("tokend-durations-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        for (daemon, extra, want) in cases {
+            let text = format!("{daemon}{account}{extra}");
+            std::fs::write(&path, &text).unwrap();
+            let e = load(&path).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}\nexpected {want:?} in:\n{e}");
+            assert!(e.contains("t.toml:"), "{e}");
+        }
+        std::fs::write(&path, format!("[daemon.refresh]\ndefault_lifetime = \"1y\"\n[daemon.retry]\nmax = \"1y\"\n{account}timeout = \"10m\"\n")).unwrap();
+        assert!(load(&path).is_ok(), "the bounds themselves are in range");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

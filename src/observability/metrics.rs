@@ -74,7 +74,7 @@ pub fn metrics() -> &'static Metrics {
         );
         registry.register(
             "tokend_refresh",
-            "Token refresh attempts by result (success, transient, rejected, malformed)",
+            "Token refresh attempts by result (success, transient, rejected, malformed, misconfigured)",
             refresh.clone(),
         );
         registry.register(

@@ -1,9 +1,28 @@
-//! Reading a provider's response: classify the outcome (success, transient, rejected) and
-//! pull the access token, refresh token and expiry out of it. Pure: [`interpret`] takes the
-//! response as data, so every quirk is unit-tested without a server.
+//! Reading a provider's response: classify the outcome (success, transient, rejected,
+//! misconfigured) and pull the access token, refresh token and expiry out of it. Pure:
+//! [`interpret`] takes the response as data, so every quirk is unit-tested without a server.
 //!
 //! Expiry (SPEC §3): `expires_in` → the JWT's `exp` claim (decoded, not verified) → the
 //! token cookie's `Max-Age`/`Expires` → `default_lifetime`.
+//!
+//! Every value here comes from a server tokend does not control, so each is bounded
+//! before any arithmetic (issue 11; ranges in [`crate::bounds`]):
+//! - a lifetime (`expires_in`, `refresh_expires_in`, `Max-Age`) is a number of seconds
+//!   ≥ 0, as a JSON number or a numeric string; more than a year is clamped to a year;
+//!   negative, NaN, infinite or non-numeric is a *malformed answer* (never silently the
+//!   default). `null` counts as absent;
+//! - an absolute expiry (JWT `exp`, cookie `Expires`) is clamped to a year after the
+//!   request; an `exp` that is not a number is a malformed answer. An `exp` in
+//!   milliseconds (or 1e20, 9.3e18) thus means "a year", not an overflow;
+//! - a token that expires less than 2 s after it was received (`expires_in: 0`, an `exp`
+//!   in the past, `Max-Age=0`, an `Expires` in 2015) is a malformed answer;
+//! - the access and the refresh token must pass [`accept_token`]: 1 to 16 KiB of visible
+//!   ASCII, so a newline can never reach an `env` sink.
+//!
+//! A malformed answer is [`ProviderError::malformed_answer`]: transient (back off, no
+//! login at once) and "maybe processed" (a rotating refresh token sent may be spent). Its
+//! message never quotes the token. HTTP 404 and 405 are
+//! [`ProviderError::Misconfigured`]: the URL is wrong, not the credentials.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +31,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::{Obtained, ProviderError, ResponseSpec, Source, Via};
+use crate::bounds::{self, MAX_LIFETIME, MAX_TOKEN_LEN, MIN_REMAINING};
 
 /// A cookie from a `Set-Cookie` header.
 #[derive(Debug, Clone)]
@@ -60,12 +80,37 @@ pub fn redact<'a>(message: &str, secrets: impl IntoIterator<Item = &'a str>) -> 
     out
 }
 
+/// Whether `token` may be saved and published (SPEC §4 "Only good tokens are published"):
+/// non-empty, at most [`MAX_TOKEN_LEN`] bytes, and only visible ASCII (0x21..=0x7e), what
+/// an HTTP header value carries without spaces. The error says what is wrong without
+/// quoting the token (it names a byte offset at most).
+pub fn accept_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("is empty".into());
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(format!(
+            "is {} bytes long: at most {MAX_TOKEN_LEN} are accepted",
+            token.len()
+        ));
+    }
+    if let Some(at) = token.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(format!(
+            "has a byte outside visible ASCII at offset {at}: spaces, control characters and non-ASCII are not accepted"
+        ));
+    }
+    Ok(())
+}
+
 /// Classifies `resp` and, on success, extracts the token. `what` names the exchange for
-/// messages (e.g. `login to https://host/path`); `redact_with` lists the account's secrets.
+/// messages (e.g. `login to https://host/path`). Relative lifetimes count from
+/// `requested_at` (the earliest the server can have issued the token); the 2 s minimum
+/// counts from `received_at`.
 pub fn interpret(
     resp: &Response,
     spec: &ResponseSpec,
     requested_at: SystemTime,
+    received_at: SystemTime,
     default_lifetime: Duration,
     via: Via,
     what: &str,
@@ -92,6 +137,11 @@ pub fn interpret(
             .is_some_and(|e| matches!(e, "temporarily_unavailable" | "server_error" | "slow_down"));
         return Err(match status {
             408 | 425 | 429 | 500..=599 => ProviderError::transient(message, retry_after),
+            // No such endpoint (or not for POST): the URL is wrong, the credentials may be
+            // fine, and retrying soon does not help (SPEC §4 "never a lockout").
+            404 | 405 => ProviderError::Misconfigured {
+                message: format!("{what}: HTTP {status}: check base_url/token_url"),
+            },
             _ if transient_oauth => ProviderError::transient(message, retry_after),
             300..=399 => ProviderError::Rejected {
                 message: format!(
@@ -128,22 +178,48 @@ pub fn interpret(
             None,
         ));
     };
-    let (expires_at, expiry_source) =
-        if let Some(secs) = find_seconds(resp, json.as_ref(), &spec.expires_in) {
-            (requested_at + secs, "expires_in")
-        } else if let Some(exp) = jwt_exp(&access_token) {
-            (exp, "jwt")
-        } else if let Some(at) = cookie_expiry(resp, &access_token, requested_at) {
-            (at, "cookie")
-        } else {
-            (requested_at + default_lifetime, "default")
-        };
+    let malformed = |detail: String| ProviderError::malformed_answer(what, &detail);
+    accept_token(&access_token).map_err(|m| malformed(format!("the access token {m}")))?;
+    // The latest expiry accepted: a year after the request (see the module doc).
+    let latest = bounds::add(requested_at, MAX_LIFETIME);
+    let lifetime = find_seconds(resp, json.as_ref(), &spec.expires_in).map_err(&malformed)?;
+    let (expires_at, expiry_source) = if let Some(secs) = lifetime {
+        (bounds::add(requested_at, secs), "expires_in")
+    } else if let Some(exp) = jwt_exp(&access_token).map_err(&malformed)? {
+        (exp.min(latest), "jwt")
+    } else if let Some(at) = cookie_expiry(resp, &access_token, requested_at) {
+        (at, "cookie")
+    } else {
+        (
+            bounds::add(requested_at, default_lifetime.min(MAX_LIFETIME)),
+            "default",
+        )
+    };
+    if expires_at < bounds::add(received_at, MIN_REMAINING) {
+        return Err(malformed(format!(
+            "the token expires at {} (from {expiry_source}), less than {}s after it was received",
+            bounds::rfc3339(expires_at),
+            MIN_REMAINING.as_secs()
+        )));
+    }
     let refresh_token = find_string(resp, json.as_ref(), &spec.refresh_token);
-    let refresh_expires_at = find_seconds(resp, json.as_ref(), &spec.refresh_expires_in)
-        .map(|s| requested_at + s)
-        .or_else(|| refresh_token.as_deref().and_then(jwt_exp));
+    if let Some(rt) = &refresh_token {
+        accept_token(rt).map_err(|m| malformed(format!("the refresh token {m}")))?;
+    }
+    let refresh_lifetime =
+        find_seconds(resp, json.as_ref(), &spec.refresh_expires_in).map_err(&malformed)?;
+    // A refresh token's own `exp` is only a hint (it may be opaque and merely look like a
+    // JWT): unreadable means unknown.
+    let refresh_expires_at = refresh_lifetime
+        .map(|s| bounds::add(requested_at, s))
+        .or_else(|| {
+            refresh_token
+                .as_deref()
+                .and_then(|t| jwt_exp(t).ok().flatten())
+                .map(|t| t.min(latest))
+        });
     let token_type = find_string(resp, json.as_ref(), &spec.token_type)
-        .filter(|t| t.len() <= 64)
+        .filter(|t| t.len() <= 64 && accept_token(t).is_ok())
         .map(|t| {
             if t.eq_ignore_ascii_case("bearer") {
                 "Bearer".to_string()
@@ -202,39 +278,73 @@ fn find_string(resp: &Response, json: Option<&Value>, sources: &[Source]) -> Opt
     })
 }
 
-fn find_seconds(resp: &Response, json: Option<&Value>, sources: &[Source]) -> Option<Duration> {
-    sources.iter().find_map(|s| {
-        let secs = match lookup(resp, json, s)? {
-            Value::Number(n) => n.as_f64()?,
-            Value::String(v) => v.trim().parse::<f64>().ok()?,
-            _ => return None,
+/// The first present lifetime among `sources`, bounded ([`bounds::lifetime_from_secs`]).
+/// A present value that is not a number of seconds ≥ 0 is an error (a malformed answer),
+/// not a reason to try the next source: the server said something, and it was wrong.
+fn find_seconds(
+    resp: &Response,
+    json: Option<&Value>,
+    sources: &[Source],
+) -> Result<Option<Duration>, String> {
+    for source in sources {
+        let secs = match lookup(resp, json, source) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(v)) => v.trim().parse::<f64>().ok(),
+            Some(_) => None,
         };
-        (secs.is_finite() && secs >= 0.0)
-            .then(|| Duration::from_secs_f64(secs.min(10.0 * 365.0 * 86400.0)))
-    })
-}
-
-/// The `exp` claim of a JWT, decoded without verification (tokend only needs the time).
-pub fn jwt_exp(token: &str) -> Option<SystemTime> {
-    let mut parts = token.split('.');
-    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
+        let why = match secs {
+            None => "is not a number",
+            Some(s) if s.is_nan() => "is NaN",
+            Some(s) if s.is_infinite() => "is infinite",
+            Some(s) if s < 0.0 => "is negative",
+            Some(s) => return Ok(bounds::lifetime_from_secs(s)),
+        };
+        return Err(format!(
+            "the lifetime at {} {why}: expected seconds ≥ 0",
+            show_source(source)
+        ));
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_f64()?;
-    (exp.is_finite() && exp > 0.0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(exp))
+    Ok(None)
 }
 
+/// The `exp` claim of a JWT, decoded without verification (tokend only needs the time),
+/// clamped to the epoch .. 9999-12-31. `Ok(None)` when `token` is not a JWT or has no
+/// `exp`; an error when `exp` is there but not a number.
+pub fn jwt_exp(token: &str) -> Result<Option<SystemTime>, String> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(None);
+    };
+    let Ok(bytes) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='))
+    else {
+        return Ok(None);
+    };
+    let Ok(claims) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(None);
+    };
+    match claims.get("exp") {
+        None | Some(Value::Null) => Ok(None),
+        Some(exp) => exp
+            .as_f64()
+            .and_then(bounds::time_from_secs)
+            .map(Some)
+            .ok_or_else(|| "the JWT exp claim is not a number".to_string()),
+    }
+}
+
+/// The expiry the token's own cookie gives: `Max-Age` (clamped to a year) before
+/// `Expires` (clamped to a year after the request).
 fn cookie_expiry(resp: &Response, token: &str, requested_at: SystemTime) -> Option<SystemTime> {
     let cookie = resp.cookies.iter().find(|c| c.value == token)?;
-    cookie
-        .max_age
-        .map(|age| requested_at + age)
-        .or(cookie.expires)
+    match (cookie.max_age, cookie.expires) {
+        (Some(age), _) => Some(bounds::add(requested_at, age.min(MAX_LIFETIME))),
+        (None, Some(at)) => Some(at.min(bounds::add(requested_at, MAX_LIFETIME))),
+        (None, None) => None,
+    }
 }
 
 /// A short description of an error body: RFC 6749 `error`/`error_description`, GraphQL
@@ -359,10 +469,238 @@ mod tests {
             resp,
             spec,
             SystemTime::UNIX_EPOCH + T0,
+            SystemTime::UNIX_EPOCH + T0 + Duration::from_millis(300),
             Duration::from_secs(3600),
             Via::Login,
             "login",
         )
+    }
+
+    fn jwt(claims: &str) -> String {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+        format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig")
+    }
+
+    fn cookie(value: &str, max_age: Option<Duration>, expires: Option<SystemTime>) -> Response {
+        let mut resp = ok("{}");
+        resp.cookies.push(Cookie {
+            name: "access-token".into(),
+            value: value.into(),
+            max_age,
+            expires,
+        });
+        resp
+    }
+
+    /// Issue 11: each expiry source is bounded (no overflow, no panic) and anything that
+    /// is not a usable lifetime is a malformed answer, never the default.
+    #[test]
+    fn expiry_sources_are_bounded_and_bad_ones_are_malformed_answers() {
+        let t0 = SystemTime::UNIX_EPOCH + T0;
+        let year = t0 + MAX_LIFETIME;
+        let s = spec(&["/access_token", "cookie:access-token"]);
+        let body = |extra: &str| ok(&format!(r#"{{"access_token":"tok",{extra}}}"#));
+        let with_token = |token: &str| ok(&format!(r#"{{"access_token":"{token}"}}"#));
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        // (case, response, Some(expected expiry) or None for a malformed answer)
+        let cases: Vec<(&str, Response, Option<SystemTime>)> = vec![
+            (
+                "expires_in 60",
+                body(r#""expires_in":60"#),
+                Some(t0 + Duration::from_secs(60)),
+            ),
+            (
+                "expires_in \"60\"",
+                body(r#""expires_in":" 60 ""#),
+                Some(t0 + Duration::from_secs(60)),
+            ),
+            ("expires_in 1e20", body(r#""expires_in":1e20"#), Some(year)),
+            (
+                "expires_in 2 years",
+                body(r#""expires_in":63072000"#),
+                Some(year),
+            ),
+            (
+                "expires_in null is absent",
+                body(r#""expires_in":null"#),
+                Some(t0 + Duration::from_secs(3600)),
+            ),
+            ("expires_in 0", body(r#""expires_in":0"#), None),
+            ("expires_in 1.5", body(r#""expires_in":1.5"#), None),
+            ("expires_in negative", body(r#""expires_in":-60"#), None),
+            ("expires_in NaN", body(r#""expires_in":"NaN""#), None),
+            ("expires_in inf", body(r#""expires_in":"inf""#), None),
+            (
+                "expires_in -infinity",
+                body(r#""expires_in":"-infinity""#),
+                None,
+            ),
+            ("expires_in text", body(r#""expires_in":"soon""#), None),
+            ("expires_in object", body(r#""expires_in":{}"#), None),
+            (
+                "jwt exp",
+                with_token(&jwt(r#"{"exp":1700000500}"#)),
+                Some(t0 + Duration::from_secs(500)),
+            ),
+            (
+                "jwt exp in ms",
+                with_token(&jwt(r#"{"exp":1700000500000}"#)),
+                Some(year),
+            ),
+            (
+                "jwt exp 1e20",
+                with_token(&jwt(r#"{"exp":1e20}"#)),
+                Some(year),
+            ),
+            (
+                "jwt exp 9.3e18",
+                with_token(&jwt(r#"{"exp":9.3e18}"#)),
+                Some(year),
+            ),
+            (
+                "jwt exp in the past",
+                with_token(&jwt(r#"{"exp":1600000000}"#)),
+                None,
+            ),
+            (
+                "jwt exp now",
+                with_token(&jwt(r#"{"exp":1700000001}"#)),
+                None,
+            ),
+            ("jwt exp negative", with_token(&jwt(r#"{"exp":-5}"#)), None),
+            (
+                "jwt exp text",
+                with_token(&jwt(r#"{"exp":"tomorrow"}"#)),
+                None,
+            ),
+            (
+                "jwt without exp",
+                with_token(&jwt(r#"{"sub":"x"}"#)),
+                Some(t0 + Duration::from_secs(3600)),
+            ),
+            (
+                "max-age 15",
+                cookie("c", Some(Duration::from_secs(15)), None),
+                Some(t0 + Duration::from_secs(15)),
+            ),
+            (
+                "max-age i64::MAX",
+                cookie("c", Some(Duration::from_secs(i64::MAX as u64)), None),
+                Some(year),
+            ),
+            (
+                "max-age u64::MAX",
+                cookie("c", Some(Duration::MAX), None),
+                Some(year),
+            ),
+            (
+                "max-age 300000000000",
+                cookie("c", Some(Duration::from_secs(300_000_000_000)), None),
+                Some(year),
+            ),
+            ("max-age 0", cookie("c", Some(Duration::ZERO), None), None),
+            (
+                "expires tomorrow",
+                cookie("c", None, Some(t0 + days(1))),
+                Some(t0 + days(1)),
+            ),
+            (
+                "expires in 9999",
+                cookie("c", None, Some(bounds::max_time())),
+                Some(year),
+            ),
+            (
+                "expires in 2015",
+                cookie(
+                    "c",
+                    None,
+                    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480)),
+                ),
+                None,
+            ),
+        ];
+        for (case, resp, want) in cases {
+            let got = run(&resp, &s);
+            match (want, got) {
+                (Some(at), Ok(o)) => assert_eq!(o.expires_at, at, "{case}"),
+                (None, Err(e)) => {
+                    assert_eq!(
+                        (e.kind(), e.maybe_processed()),
+                        ("transient", true),
+                        "{case}: {e}"
+                    );
+                    assert!(
+                        e.to_string().starts_with("malformed answer: login: "),
+                        "{case}: {e}"
+                    );
+                }
+                (want, got) => panic!("{case}: expected {want:?}, got {got:?}"),
+            }
+        }
+        // The refresh token's lifetime is bounded the same way.
+        let mut s = spec(&["/access_token"]);
+        s.refresh_expires_in = vec![Source::parse("/refresh_expires_in").unwrap()];
+        let o = run(
+            &body(r#""refresh_token":"r","refresh_expires_in":1e300"#),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(o.refresh_expires_at, Some(year));
+        let e = run(&body(r#""refresh_token":"r","refresh_expires_in":-1"#), &s).unwrap_err();
+        assert!(e.to_string().starts_with("malformed answer: "), "{e}");
+    }
+
+    /// SPEC §4: a token is 1 byte to 16 KiB of visible ASCII; anything else is refused with
+    /// a message that does not quote it.
+    #[test]
+    fn tokens_are_non_empty_visible_ascii_of_bounded_length() {
+        let long_ok = "a".repeat(MAX_TOKEN_LEN);
+        let too_long = "a".repeat(MAX_TOKEN_LEN + 1);
+        let cases: [(&str, &str, bool); 13] = [
+            ("plain", "abc.DEF-123_~+/=", true),
+            (
+                "every visible byte",
+                "!\"#$%&'()*+,-./0123456789:;<=>?@AZ[\\]^_`az{|}~",
+                true,
+            ),
+            ("16 KiB", &long_ok, true),
+            ("empty", "", false),
+            ("16 KiB + 1", &too_long, false),
+            ("newline injection", "abc\nLD_PRELOAD=/tmp/evil.so", false),
+            ("whitespace only", "   ", false),
+            ("inner space", "abc def", false),
+            ("tab", "abc\tdef", false),
+            ("carriage return", "abc\r", false),
+            ("escape", "abc\u{1b}[2J", false),
+            ("delete", "abc\u{7f}", false),
+            ("non-ASCII", "tökén", false),
+        ];
+        for (case, token, accepted) in cases {
+            let got = accept_token(token);
+            assert_eq!(got.is_ok(), accepted, "{case}: {got:?}");
+            if let Err(m) = got {
+                assert!(token.len() < 3 || !m.contains(token), "{case}: {m}");
+            }
+        }
+        // Through `interpret`: the access and the refresh token, never quoted.
+        let s = spec(&["/access_token"]);
+        let e = run(
+            &ok(r#"{"access_token":"abc\nLD_PRELOAD=/tmp/evil.so"}"#),
+            &s,
+        )
+        .unwrap_err();
+        assert_eq!((e.kind(), e.maybe_processed()), ("transient", true));
+        assert!(e.to_string().starts_with("malformed answer: "), "{e}");
+        assert!(!e.to_string().contains("LD_PRELOAD"), "{e}");
+        let e = run(&ok(r#"{"access_token":"ok","refresh_token":"r e f"}"#), &s).unwrap_err();
+        assert!(e.to_string().contains("refresh token"), "{e}");
+        // A token type that could inject is replaced by the default.
+        let o = run(
+            &ok(r#"{"access_token":"ok","token_type":"Bearer\nX=1"}"#),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(o.token_type, "Bearer");
     }
 
     #[test]
@@ -480,6 +818,14 @@ mod tests {
             run(&resp(302, "", vec![]), &s).unwrap_err().kind(),
             "rejected"
         );
+        for status in [404, 405] {
+            let e = run(&resp(status, "not found", vec![]), &s).unwrap_err();
+            assert_eq!(e.kind(), "misconfigured");
+            assert_eq!(
+                e.to_string(),
+                format!("login: HTTP {status}: check base_url/token_url")
+            );
+        }
         assert_eq!(run(&ok("not json"), &s).unwrap_err().kind(), "transient");
         assert_eq!(
             run(&ok(r#"{"access_token":""}"#), &s).unwrap_err().kind(),

@@ -177,6 +177,7 @@ impl Provider {
             &resp,
             &self.spec.response,
             requested_at,
+            SystemTime::now(),
             self.default_lifetime,
             via,
             &what,
@@ -220,6 +221,8 @@ async fn read_response(
             )
         })
         .collect();
+    // reqwest parses `Set-Cookie` with the `cookie` crate, which maps a negative `Max-Age`
+    // to 0 and one too large for an i64 to i64::MAX seconds; `extract` bounds both.
     let cookies = response
         .cookies()
         .map(|c| extract::Cookie {

@@ -4,7 +4,9 @@
 //!
 //! Called by the account logic (`crate::account`), which decides between refresh and login
 //! from the typed [`ProviderError`]: transient → back off and retry, rejected → log in again
-//! (or back off loudly when the login itself is rejected), malformed → fix the config.
+//! (or back off loudly when the login itself is rejected), malformed or misconfigured →
+//! fix the config. An answer that carries no acceptable token is transient
+//! ([`ProviderError::malformed_answer`]).
 
 pub mod extract;
 pub mod http;
@@ -144,7 +146,7 @@ impl std::fmt::Debug for Obtained {
         f.debug_struct("Obtained")
             .field("access_token", &"[REDACTED]")
             .field("token_type", &self.token_type)
-            .field("expires_at", &crate::sink::rfc3339(self.expires_at))
+            .field("expires_at", &crate::bounds::rfc3339(self.expires_at))
             .field("expiry_source", &self.expiry_source)
             .field(
                 "refresh_token",
@@ -176,13 +178,6 @@ pub enum ProviderError {
         /// What happened.
         message: String,
     },
-    /// The token endpoint answered 404 or 405: the URL is wrong ("check base_url/token_url").
-    /// Only a config change helps; backs off like rejected credentials.
-    #[error("{message}")]
-    Misconfigured {
-        /// What happened.
-        message: String,
-    },
     /// The request could not even be built (a template needs a variable that is not set,
     /// a plain-http URL to a remote host): only a config change helps.
     #[error("{message}")]
@@ -190,16 +185,38 @@ pub enum ProviderError {
         /// What happened.
         message: String,
     },
+    /// The token endpoint does not exist (HTTP 404 or 405): a wrong `base_url` or
+    /// `token_url`, not a credentials problem (SPEC §4). Only a config change helps; it
+    /// backs off like rejected credentials (`account::policy`).
+    #[error("{message}")]
+    Misconfigured {
+        /// What happened, naming the URL.
+        message: String,
+    },
 }
 
 impl ProviderError {
-    /// `transient`, `rejected` or `malformed`, for logs and metrics.
+    /// `transient`, `rejected`, `malformed` or `misconfigured`, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderError::Transient { .. } => "transient",
             ProviderError::Rejected { .. } => "rejected",
-            ProviderError::Misconfigured { .. } => "misconfigured",
             ProviderError::Malformed { .. } => "malformed",
+            ProviderError::Misconfigured { .. } => "misconfigured",
+        }
+    }
+
+    /// An answer the server processed but that holds no usable token (SPEC §4 "Only good
+    /// tokens are published"): a token that is empty, not visible ASCII, too long or about
+    /// to expire, or a lifetime that is negative, NaN, infinite or unparseable. Transient,
+    /// so the account backs off instead of logging in again at once; `maybe_processed`,
+    /// because the server did process the request and a rotating refresh token sent with
+    /// it may be spent. `detail` never holds the token.
+    pub fn malformed_answer(what: &str, detail: &str) -> Self {
+        ProviderError::Transient {
+            message: format!("malformed answer: {what}: {detail}"),
+            retry_after: None,
+            maybe_processed: true,
         }
     }
 
@@ -238,10 +255,10 @@ impl ProviderError {
             ProviderError::Rejected { message } => ProviderError::Rejected {
                 message: f(&message),
             },
-            ProviderError::Misconfigured { message } => ProviderError::Misconfigured {
+            ProviderError::Malformed { message } => ProviderError::Malformed {
                 message: f(&message),
             },
-            ProviderError::Malformed { message } => ProviderError::Malformed {
+            ProviderError::Misconfigured { message } => ProviderError::Misconfigured {
                 message: f(&message),
             },
         }

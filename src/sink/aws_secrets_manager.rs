@@ -313,25 +313,19 @@ impl AwsSecretsManagerSinkConfig {
         }
         let timeout = match &self.timeout {
             None => DEFAULT_TIMEOUT,
-            Some(text) => match humantime::parse_duration(text) {
-                Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => d,
-                Ok(_) => {
-                    fail(
-                        v,
-                        "timeout",
-                        format!("{text:?} is out of range: expected more than 0s and at most 5m"),
-                    );
-                    DEFAULT_TIMEOUT
+            // The shared 1 s lower bound of every timeout; AWS's own cap of 5 min.
+            Some(text) => {
+                match crate::config::validate::bounded_duration(
+                    text,
+                    (crate::bounds::TIMEOUT_RANGE.0, MAX_TIMEOUT),
+                ) {
+                    Ok(d) => d,
+                    Err(message) => {
+                        fail(v, "timeout", message);
+                        DEFAULT_TIMEOUT
+                    }
                 }
-                Err(e) => {
-                    fail(
-                        v,
-                        "timeout",
-                        format!("{text:?} is not a duration such as \"10s\": {e}"),
-                    );
-                    DEFAULT_TIMEOUT
-                }
-            },
+            }
         };
         if !ok {
             return None;

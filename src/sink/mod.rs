@@ -172,10 +172,9 @@ impl TokenDocument {
     }
 }
 
-/// Formats a time as RFC 3339 UTC with whole seconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+/// Formats a time as RFC 3339 UTC with whole seconds; it cannot fail: times after
+/// 9999-12-31T23:59:59Z print as that (see [`crate::bounds`]).
+pub use crate::bounds::rfc3339;
 
 /// Parses the `expires_at` of a stored `json` document (used by the Vault and AWS sinks to
 /// refuse to roll a newer token back).
@@ -203,5 +202,19 @@ mod tests {
         assert_eq!(v["expires_at"], "2027-01-15T08:06:00Z");
         assert_eq!(parse_rfc3339("2027-01-15T08:06:00Z"), Some(doc.expires_at));
         assert!(!format!("{doc:?}").contains("tok-123"));
+    }
+
+    /// Issue 11: a far-future expiry (a JWT `exp` in milliseconds) once panicked here.
+    #[test]
+    fn far_future_expiry_formats_as_the_last_rfc3339_second() {
+        let doc = TokenDocument {
+            account: "a".into(),
+            provider: "zarv".into(),
+            access_token: SecretString::from("tok"),
+            token_type: "Bearer".into(),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000_000),
+        };
+        let v: serde_json::Value = serde_json::from_str(&doc.json(SystemTime::now())).unwrap();
+        assert_eq!(v["expires_at"], "9999-12-31T23:59:59Z");
     }
 }

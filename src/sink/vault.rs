@@ -451,12 +451,7 @@ fn clean_path(text: &str) -> Result<String, String> {
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let timeout = humantime::parse_duration(text)
-        .map_err(|_| format!("{text:?} is not a duration: expected e.g. \"10s\" or \"1m\""))?;
-    if timeout.is_zero() {
-        return Err("must be longer than 0s".into());
-    }
-    Ok(timeout)
+    crate::config::validate::bounded_duration(text, crate::bounds::TIMEOUT_RANGE)
 }
 
 /// A DNS name for certificate checks (lower-cased; IP addresses are refused).

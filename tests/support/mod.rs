@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod moto;
 pub mod oauth_server;
 pub mod openbao;

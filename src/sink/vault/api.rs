@@ -133,10 +133,17 @@ pub(super) struct Lease {
     pub full_ttl: Duration,
 }
 
+/// A TTL in seconds from Vault, clamped to a year (`crate::bounds::MAX_LIFETIME`): the
+/// token keeper adds it to `Instant::now()`, which a server's `u64::MAX` would overflow
+/// (issue 11: no answer from outside may panic).
+fn lease_ttl(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(crate::bounds::MAX_LIFETIME)
+}
+
 impl Lease {
     /// The `auth` object of a login or renewal answer; its token moves into a secret.
     fn from_auth(auth: AuthInfo) -> Lease {
-        let ttl = Duration::from_secs(auth.lease_duration);
+        let ttl = lease_ttl(auth.lease_duration);
         Lease {
             token: SecretString::from(auth.client_token),
             accessor: auth.accessor,
@@ -391,11 +398,11 @@ impl Api {
         Ok(Lease {
             token: token.clone(),
             accessor: answer.accessor,
-            ttl: Duration::from_secs(answer.ttl),
+            ttl: lease_ttl(answer.ttl),
             renewable: answer.renewable.unwrap_or(false),
             // vaultrs does not deserialize `period`; for a periodic token Vault sets the
             // creation TTL to the period.
-            full_ttl: Duration::from_secs(answer.creation_ttl),
+            full_ttl: lease_ttl(answer.creation_ttl),
         })
     }
 
@@ -789,5 +796,12 @@ mod tests {
         );
         let e = api.kv_read(&token("a\nb"), "secret", "x").await.err();
         assert!(matches!(e, Some(ApiError::BadToken)));
+    }
+
+    /// Issue 11: a TTL of u64::MAX from a hostile server once overflowed `Instant + ttl`.
+    #[test]
+    fn lease_ttls_are_clamped_to_a_year() {
+        assert_eq!(lease_ttl(u64::MAX), crate::bounds::MAX_LIFETIME);
+        assert_eq!(lease_ttl(3600), Duration::from_secs(3600));
     }
 }
