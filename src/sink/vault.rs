@@ -407,10 +407,10 @@ fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, Str
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{what} must not have a query or a fragment"));
     }
-    if url.scheme() == "http" && !is_loopback(&url) {
+    if url.scheme() == "http" && !crate::provider::http::is_loopback(&url) {
         return Err(format!(
             "{what}: plain http is only allowed to a loopback address \
-             (127.0.0.1, ::1, localhost); use https://"
+             (127.0.0.0/8, ::1, localhost, *.localhost); use https://"
         ));
     }
     if !url.path().ends_with('/') {
@@ -418,15 +418,6 @@ fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, Str
         url.set_path(&path);
     }
     Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 /// A mount, path or namespace without leading or trailing `/`; no empty, `.` or `..`
