@@ -20,6 +20,7 @@ use super::raw::{
     RetryConfig, Sources, TimingConfig,
 };
 use super::{Account, Config, Daemon, LogFormat, Notify};
+use super::{files, include};
 use crate::provider::http::{Provider, VarsEq, check_scheme};
 use crate::provider::presets::{PROVIDERS, preset};
 use crate::provider::template::{self, Vars};
@@ -38,7 +39,15 @@ const CREDENTIALS: [&str; 5] = [
 
 /// Loads, parses and validates the config at `path` and every file it includes.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let main = read_source(path)?;
+    let main = read_source(path).map_err(|message| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message,
+        }])
+    })?;
     let main_file = parse(&main).map_err(|e| ConfigErrors(vec![e]))?;
     let mut errors = Vec::new();
     let mut files = vec![(main.clone(), main_file.clone())];
@@ -48,22 +57,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         if let Some(dir) = full.parent() {
             include_dirs.push(dir.to_path_buf());
         }
-        let full_text = full.to_string_lossy().into_owned();
-        let mut matched: Vec<PathBuf> = match glob::glob(&full_text) {
-            Ok(paths) => paths
-                .filter_map(Result::ok)
-                .filter(|p| p.is_file())
-                .collect(),
-            Err(e) => {
-                errors.push(error_at(
-                    &main,
-                    "include",
-                    format!("{pattern:?} is not a glob pattern: {e}"),
-                ));
+        let matched = match include::expand(&full) {
+            Ok(matched) => matched,
+            Err(m) => {
+                errors.push(error_at(&main, "include", format!("{pattern:?} {m}")));
                 continue;
             }
         };
-        matched.sort();
         if matched.is_empty() && !pattern.contains(['*', '?', '[']) {
             errors.push(error_at(
                 &main,
@@ -75,10 +75,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             if files.iter().any(|(s, _)| s.path == file) {
                 continue;
             }
-            match read_source(&file)
-                .and_then(|s| parse(&s).map(|f| (s, f)).map_err(|e| ConfigErrors(vec![e])))
-            {
-                Ok((source, parsed)) => {
+            // A file that cannot be read or trusted is reported at the `include` that
+            // names it; a syntax error inside it, in the file itself.
+            let source = match read_source(&file) {
+                Ok(source) => source,
+                Err(m) => {
+                    errors.push(error_at(&main, "include", m));
+                    continue;
+                }
+            };
+            match parse(&source) {
+                Ok(parsed) => {
                     if !parsed.include.is_empty() || parsed.daemon.is_some() {
                         errors.push(error_at(
                             &source,
@@ -88,7 +95,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                     }
                     files.push((source, parsed));
                 }
-                Err(mut e) => errors.append(&mut e.0),
+                Err(e) => errors.push(e),
             }
         }
     }
@@ -157,23 +164,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     })
 }
 
-fn read_source(path: &Path) -> Result<Arc<Source>, ConfigErrors> {
-    std::fs::read_to_string(path)
-        .map(|text| {
-            Arc::new(Source {
-                path: path.to_path_buf(),
-                text,
-            })
-        })
-        .map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 1,
-                column: 1,
-                path: String::new(),
-                message: format!("cannot read config file: {e}"),
-            }])
-        })
+/// Reads a config file or an include through [`files::read_trusted`] (a regular file that
+/// only root or tokend's user can write, at most 16 MiB). The error names the path.
+fn read_source(path: &Path) -> Result<Arc<Source>, String> {
+    let file = files::read_trusted(path, "config file", files::CONFIG_CAP)?;
+    let text = String::from_utf8(file.bytes)
+        .map_err(|_| format!("config file {} is not valid UTF-8", path.display()))?;
+    Ok(Arc::new(Source {
+        path: path.to_path_buf(),
+        text,
+    }))
 }
 
 /// Serde step: the first syntax or shape error, located.
@@ -632,7 +632,7 @@ fn validate_account(
     }
     let ca_file = raw.ca_file.as_ref().map(|p| v.base_dir().join(p));
     if let Some(path) = &ca_file {
-        match std::fs::read(path) {
+        match files::read_ca_file(path) {
             Ok(pem) => {
                 if reqwest::Certificate::from_pem_bundle(&pem)
                     .map(|c| c.is_empty())
@@ -645,8 +645,8 @@ fn validate_account(
                     failed = true;
                 }
             }
-            Err(e) => {
-                v.error("ca_file", format!("cannot read {}: {e}", path.display()));
+            Err(m) => {
+                v.error("ca_file", m);
                 failed = true;
             }
         }

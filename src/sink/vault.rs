@@ -450,7 +450,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// Reads a PEM bundle of CA certificates.
 fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pem = crate::config::files::read_ca_file(path)?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| format!("{} is not a pem certificate bundle: {e}", path.display()))?;
     if certs.is_empty() {
@@ -470,10 +470,10 @@ fn parse_server_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// Checks that the file can be read, with the rules of every secret file (a regular file, no
+/// FIFO that would block `check`, no other user able to write it, at most 64 KiB).
 fn readable_file(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    crate::config::files::read_trusted(path, "jwt_file", crate::config::files::SECRET_CAP).map(drop)
 }
 
 fn not_empty(secret: &SecretString) -> Result<(), String> {
@@ -952,7 +952,7 @@ mod tests {
             "{BASE}path = \"p\"\nca_file = \"/nonexistent/ca.pem\"\ntls_server_name = \"10.0.0.1\"\nauth = {{ token = \"t\" }}\n"
         ));
         assert!(
-            e.contains("ca_file: cannot read /nonexistent/ca.pem"),
+            e.contains("ca_file: cannot read ca_file /nonexistent/ca.pem"),
             "{e}"
         );
         assert!(
@@ -979,7 +979,7 @@ mod tests {
             "{BASE}path = \"p\"\nauth = {{ kubernetes = {{ role = \"tokend\", jwt_file = \"/nonexistent/jwt\" }} }}\n"
         ));
         assert!(
-            e.contains("auth.kubernetes.jwt_file: cannot read /nonexistent/jwt"),
+            e.contains("auth.kubernetes.jwt_file: cannot read jwt_file /nonexistent/jwt"),
             "{e}"
         );
         let config: SinkConfig = toml::from_str(&format!(
