@@ -3,8 +3,10 @@
 //! problem as `file:line:column: key.path: message`. Neither step touches the network;
 //! `tokend check` is validation plus printing. [`secret`] handles secret values and
 //! [`error`] the located errors; [`files`] reads the config, include, secret and CA files
-//! (regular, bounded, trusted owner) and [`include`] expands include globs within bounds.
+//! (regular, bounded, trusted owner), [`include`] expands include globs within bounds and
+//! [`checks`] holds the rules `check` once missed (issue 12).
 
+pub mod checks;
 pub mod diff;
 pub mod error;
 pub mod files;

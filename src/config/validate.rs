@@ -20,7 +20,7 @@ use super::raw::{
     RetryConfig, Sources, TimingConfig,
 };
 use super::{Account, Config, Daemon, LogFormat, Notify};
-use super::{files, include};
+use super::{checks, files, include};
 use crate::provider::http::{Provider, VarsEq, check_scheme};
 use crate::provider::presets::{PROVIDERS, preset};
 use crate::provider::template::{self, Vars};
@@ -117,6 +117,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     };
     let mut accounts = Vec::new();
     let mut seen: HashMap<String, (Arc<Source>, usize)> = HashMap::new();
+    let mut sink_paths = checks::SinkPaths::default();
     for (source, file) in &files {
         let mut literal_fields = Vec::new();
         for (index, raw) in file.account.iter().enumerate() {
@@ -142,6 +143,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             if let Some(account) = validate_account(&mut av, raw, &daemon) {
                 accounts.push(account);
             }
+            sink_paths.add(&mut problems, source, index, raw);
+            warnings.extend(checks::readable_secret_files(raw, source.dir()));
         }
         if !literal_fields.is_empty() && readable_by_others(&source.path) {
             warnings.push(format!(
@@ -266,7 +269,12 @@ fn duration(
 
 fn validate_daemon(v: &mut Validator<'_>, raw: &DaemonConfig) -> Daemon {
     let state_dir = match &raw.state_dir {
-        Some(dir) => v.base_dir().join(dir),
+        Some(dir) => {
+            if let Err(m) = checks::state_dir(dir) {
+                v.error("state_dir", m);
+            }
+            v.base_dir().join(dir)
+        }
         None => std::env::var_os("STATE_DIRECTORY")
             .and_then(|s| std::env::split_paths(&s).next())
             .unwrap_or_else(|| PathBuf::from("/var/lib/tokend")),
@@ -596,6 +604,23 @@ fn validate_account(
             &known,
         )
     });
+    // Literal schemes and hosts in the exchange URLs follow the scheme rule now, not at the
+    // first request (issue 12: `login.url` in plain http to another host passed `check`).
+    let insecure_http = raw.insecure_http.unwrap_or(false);
+    for (key, url) in [
+        ("login", login_raw.url.as_deref()),
+        (
+            "refresh",
+            refresh_raw.as_ref().and_then(|r| r.url.as_deref()),
+        ),
+    ] {
+        if let Some(url) = url
+            && let Err(m) = checks::url_template(url, insecure_http)
+        {
+            v.key(key).error("url", m);
+            failed = true;
+        }
+    }
     let response = validate_response(&mut v.key("response"), &response_raw);
     let (Some(mut login), Some(response)) = (login, response) else {
         return None;
@@ -624,11 +649,13 @@ fn validate_account(
         v.error("timeout", "must be more than 0s");
         failed = true;
     }
-    if let Some(schedule) = &raw.schedule
-        && let Err(m) = crate::schedule::parse_cron(schedule)
-    {
-        v.error("schedule", m);
-        failed = true;
+    if let Some(schedule) = &raw.schedule {
+        let fires = crate::schedule::parse_cron(schedule)
+            .and_then(|cron| checks::cron_fires(schedule, &cron, std::time::SystemTime::now()));
+        if let Err(m) = fires {
+            v.error("schedule", m);
+            failed = true;
+        }
     }
     let ca_file = raw.ca_file.as_ref().map(|p| v.base_dir().join(p));
     if let Some(path) = &ca_file {
