@@ -20,8 +20,6 @@
 //! unmodelled error. `tests/redirects.rs` proves that for all three clients.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,29 +79,8 @@ pub fn build(options: ClientOptions) -> Result<reqwest::Client, String> {
 /// named in the config). Refuses anything but a regular file, and files larger than
 /// [`MAX_CA_FILE`]; at most `MAX_CA_FILE + 1` bytes are ever read.
 pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-    // It changes nothing for the regular file that is then the only thing read.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .map_err(cannot_read)?;
-    let meta = file.metadata().map_err(cannot_read)?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    let mut pem = Vec::new();
-    file.take(MAX_CA_FILE + 1)
-        .read_to_end(&mut pem)
-        .map_err(cannot_read)?;
-    if pem.len() as u64 > MAX_CA_FILE {
-        return Err(format!(
-            "{} is larger than {} KiB",
-            path.display(),
-            MAX_CA_FILE / 1024
-        ));
-    }
+    // One reading rule for `check` and every client: regular file, size cap, trust rule.
+    let pem = crate::config::files::read_ca_file(path)?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| format!("{} is not a pem certificate bundle: {e}", path.display()))?;
     if certs.is_empty() {

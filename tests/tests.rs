@@ -4,6 +4,7 @@
 mod support;
 
 mod aws;
+mod check_gaps;
 mod config;
 mod daemon;
 mod emulator;

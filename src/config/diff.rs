@@ -78,7 +78,7 @@ mod tests {
 
     fn account(name: &str, password: &str, sink: &str, ratio: f64) -> String {
         format!(
-            "[[account]]\nname = \"{name}\"\nprovider = \"pontotel\"\nbase_url = \"http://127.0.0.1:1/p\"\nusername = \"u\"\npassword = \"{password}\"\n[account.refresh]\nratio = {ratio}\n[[account.sink]]\ntype = \"file\"\npath = \"{sink}\"\n"
+            "[[account]]\nname = \"{name}\"\nprovider = \"pontotel\"\nbase_url = \"http://127.0.0.1:1/p\"\nusername = \"u\"\npassword = \"{password}\"\n[account.refresh]\nratio = {ratio}\n[[account.sink]]\ntype = \"file\"\npath = \"{name}-{sink}\"\n"
         )
     }
 

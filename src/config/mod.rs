@@ -2,10 +2,15 @@
 //! unknown keys rejected), [`validate`] turns it into a [`Config`] and reports *every*
 //! problem as `file:line:column: key.path: message`. Neither step touches the network;
 //! `tokend check` is validation plus printing. [`secret`] handles secret values and
-//! [`error`] the located errors.
+//! [`error`] the located errors; [`files`] reads the config, include, secret and CA files
+//! (regular, bounded, trusted owner), [`include`] expands include globs within bounds and
+//! [`checks`] holds the rules `check` once missed (issue 12).
 
+pub mod checks;
 pub mod diff;
 pub mod error;
+pub mod files;
+pub mod include;
 pub mod raw;
 pub mod secret;
 pub mod validate;

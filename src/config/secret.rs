@@ -11,6 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::files;
+
 /// Where a secret comes from, as written in the config.
 #[derive(Clone)]
 pub enum SecretValueConfig {
@@ -84,11 +86,28 @@ impl SecretValueConfig {
             }
         }
     }
+
+    /// The file behind a `{ file = … }` or `{ credential = … }` value, for the warning about
+    /// secret files others can read; `None` for the other forms (and a bad credential name,
+    /// which [`Self::resolve`] reports).
+    pub fn file_path(&self, base_dir: &Path) -> Option<PathBuf> {
+        match self {
+            SecretValueConfig::File(path) => Some(base_dir.join(path)),
+            SecretValueConfig::Credential(name) if !name.is_empty() && !name.contains('/') => {
+                std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(name))
+            }
+            _ => None,
+        }
+    }
 }
 
+/// Reads a secret file through [`files::read_trusted`]: a regular file of at most 64 KiB
+/// that only its owner (root or tokend's user) can write, so a FIFO or `/dev/zero` cannot hang
+/// `check` and another user cannot choose what tokend sends (issue 12).
 fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    let mut text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let file = files::read_trusted(path, "secret file", files::SECRET_CAP)?;
+    let mut text = String::from_utf8(file.bytes)
+        .map_err(|_| format!("secret file {} is not valid UTF-8", path.display()))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

@@ -20,6 +20,7 @@ use super::raw::{
     RetryConfig, Sources, TimingConfig,
 };
 use super::{Account, Config, Daemon, LogFormat, Notify};
+use super::{checks, files, include};
 use crate::bounds::{MAX_CONFIG_DURATION, MAX_LIFETIME, TIMEOUT_RANGE};
 use crate::provider::http::{Provider, VarsEq, check_scheme};
 use crate::provider::presets::{PROVIDERS, preset};
@@ -43,7 +44,15 @@ const CREDENTIALS: [&str; 5] = [
 
 /// Loads, parses and validates the config at `path` and every file it includes.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let main = read_source(path)?;
+    let main = read_source(path).map_err(|message| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message,
+        }])
+    })?;
     let main_file = parse(&main).map_err(|e| ConfigErrors(vec![e]))?;
     let mut errors = Vec::new();
     let mut files = vec![(main.clone(), main_file.clone())];
@@ -53,22 +62,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         if let Some(dir) = full.parent() {
             include_dirs.push(dir.to_path_buf());
         }
-        let full_text = full.to_string_lossy().into_owned();
-        let mut matched: Vec<PathBuf> = match glob::glob(&full_text) {
-            Ok(paths) => paths
-                .filter_map(Result::ok)
-                .filter(|p| p.is_file())
-                .collect(),
-            Err(e) => {
-                errors.push(error_at(
-                    &main,
-                    "include",
-                    format!("{pattern:?} is not a glob pattern: {e}"),
-                ));
+        let matched = match include::expand(&full) {
+            Ok(matched) => matched,
+            Err(m) => {
+                errors.push(error_at(&main, "include", format!("{pattern:?} {m}")));
                 continue;
             }
         };
-        matched.sort();
         if matched.is_empty() && !pattern.contains(['*', '?', '[']) {
             errors.push(error_at(
                 &main,
@@ -80,10 +80,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             if files.iter().any(|(s, _)| s.path == file) {
                 continue;
             }
-            match read_source(&file)
-                .and_then(|s| parse(&s).map(|f| (s, f)).map_err(|e| ConfigErrors(vec![e])))
-            {
-                Ok((source, parsed)) => {
+            // A file that cannot be read or trusted is reported at the `include` that
+            // names it; a syntax error inside it, in the file itself.
+            let source = match read_source(&file) {
+                Ok(source) => source,
+                Err(m) => {
+                    errors.push(error_at(&main, "include", m));
+                    continue;
+                }
+            };
+            match parse(&source) {
+                Ok(parsed) => {
                     if !parsed.include.is_empty() || parsed.daemon.is_some() {
                         errors.push(error_at(
                             &source,
@@ -93,7 +100,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                     }
                     files.push((source, parsed));
                 }
-                Err(mut e) => errors.append(&mut e.0),
+                Err(e) => errors.push(e),
             }
         }
     }
@@ -115,6 +122,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     };
     let mut accounts = Vec::new();
     let mut seen: HashMap<String, (Arc<Source>, usize)> = HashMap::new();
+    let mut sink_paths = checks::SinkPaths::default();
     for (source, file) in &files {
         let mut literal_fields = Vec::new();
         for (index, raw) in file.account.iter().enumerate() {
@@ -140,6 +148,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             if let Some(account) = validate_account(&mut av, raw, &daemon) {
                 accounts.push(account);
             }
+            sink_paths.add(&mut problems, source, index, raw);
+            warnings.extend(checks::readable_secret_files(raw, source.dir()));
         }
         if !literal_fields.is_empty() && readable_by_others(&source.path) {
             warnings.push(format!(
@@ -162,23 +172,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     })
 }
 
-fn read_source(path: &Path) -> Result<Arc<Source>, ConfigErrors> {
-    std::fs::read_to_string(path)
-        .map(|text| {
-            Arc::new(Source {
-                path: path.to_path_buf(),
-                text,
-            })
-        })
-        .map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 1,
-                column: 1,
-                path: String::new(),
-                message: format!("cannot read config file: {e}"),
-            }])
-        })
+/// Reads a config file or an include through [`files::read_trusted`] (a regular file that
+/// only root or tokend's user can write, at most 16 MiB). The error names the path.
+fn read_source(path: &Path) -> Result<Arc<Source>, String> {
+    let file = files::read_trusted(path, "config file", files::CONFIG_CAP)?;
+    let text = String::from_utf8(file.bytes)
+        .map_err(|_| format!("config file {} is not valid UTF-8", path.display()))?;
+    Ok(Arc::new(Source {
+        path: path.to_path_buf(),
+        text,
+    }))
 }
 
 /// Serde step: the first syntax or shape error, located.
@@ -294,7 +297,12 @@ fn duration(
 
 fn validate_daemon(v: &mut Validator<'_>, raw: &DaemonConfig) -> Daemon {
     let state_dir = match &raw.state_dir {
-        Some(dir) => v.base_dir().join(dir),
+        Some(dir) => {
+            if let Err(m) = checks::state_dir(dir) {
+                v.error("state_dir", m);
+            }
+            v.base_dir().join(dir)
+        }
         None => std::env::var_os("STATE_DIRECTORY")
             .and_then(|s| std::env::split_paths(&s).next())
             .unwrap_or_else(|| PathBuf::from("/var/lib/tokend")),
@@ -652,6 +660,23 @@ fn validate_account(
             &known,
         )
     });
+    // Literal schemes and hosts in the exchange URLs follow the scheme rule now, not at the
+    // first request (issue 12: `login.url` in plain http to another host passed `check`).
+    let insecure_http = raw.insecure_http.unwrap_or(false);
+    for (key, url) in [
+        ("login", login_raw.url.as_deref()),
+        (
+            "refresh",
+            refresh_raw.as_ref().and_then(|r| r.url.as_deref()),
+        ),
+    ] {
+        if let Some(url) = url
+            && let Err(m) = checks::url_template(url, insecure_http)
+        {
+            v.key(key).error("url", m);
+            failed = true;
+        }
+    }
     let response = validate_response(&mut v.key("response"), &response_raw);
     let (Some(mut login), Some(response)) = (login, response) else {
         return None;
@@ -682,15 +707,17 @@ fn validate_account(
         Duration::from_secs(15),
         TIMEOUT_RANGE,
     );
-    if let Some(schedule) = &raw.schedule
-        && let Err(m) = crate::schedule::parse_cron(schedule)
-    {
-        v.error("schedule", m);
-        failed = true;
+    if let Some(schedule) = &raw.schedule {
+        let fires = crate::schedule::parse_cron(schedule)
+            .and_then(|cron| checks::cron_fires(schedule, &cron, std::time::SystemTime::now()));
+        if let Err(m) = fires {
+            v.error("schedule", m);
+            failed = true;
+        }
     }
     let ca_file = raw.ca_file.as_ref().map(|p| v.base_dir().join(p));
     if let Some(path) = &ca_file {
-        match std::fs::read(path) {
+        match files::read_ca_file(path) {
             Ok(pem) => {
                 if reqwest::Certificate::from_pem_bundle(&pem)
                     .map(|c| c.is_empty())
@@ -703,8 +730,8 @@ fn validate_account(
                     failed = true;
                 }
             }
-            Err(e) => {
-                v.error("ca_file", format!("cannot read {}: {e}", path.display()));
+            Err(m) => {
+                v.error("ca_file", m);
                 failed = true;
             }
         }

@@ -308,11 +308,18 @@ pub fn check_scheme(url: &url::Url, insecure_http: bool) -> Result<(), String> {
     }
 }
 
-fn is_loopback(url: &url::Url) -> bool {
+/// The one loopback rule (providers, the Vault sink, the AWS endpoint): `127.0.0.0/8`, `::1`,
+/// and the name `localhost` or any name under it (`api.localhost`), in any case, with or
+/// without the root's trailing dot: RFC 6761 §6.3 reserves them for loopback. Other names
+/// (even ones that resolve to 127.0.0.1) and IPv4-mapped IPv6 addresses are not loopback.
+pub fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Domain(d)) => {
+            let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
         None => false,
     }
 }
@@ -331,6 +338,36 @@ mod tests {
         assert!(!ok("http://api.example.com", false));
         assert!(ok("http://api.example.com", true));
         assert!(!ok("ftp://127.0.0.1", true));
+    }
+
+    #[test]
+    fn loopback_rule_table() {
+        // (URL, loopback?): RFC 6761 names in any case, 127.0.0.0/8 and ::1; nothing else.
+        let cases = [
+            ("http://127.0.0.1/", true),
+            ("http://127.255.255.254:8/", true),
+            ("http://127.1/", true), // the URL parser reads it as 127.0.0.1
+            ("http://[::1]:9/", true),
+            ("http://localhost/", true),
+            ("http://LOCALHOST/", true),
+            ("http://localhost./", true),
+            ("http://api.localhost/", true),
+            ("http://API.LocalHost/", true),
+            ("http://a.b.localhost/", true),
+            ("http://128.0.0.1/", false),
+            ("http://0.0.0.0/", false),
+            ("http://[::]/", false),
+            ("http://[::ffff:127.0.0.1]/", false),
+            ("http://localhost.example.com/", false),
+            ("http://notlocalhost/", false),
+            ("http://localhostx/", false),
+            ("http://example.com/", false),
+            ("http://10.0.0.1/", false),
+        ];
+        for (url, want) in cases {
+            let got = is_loopback(&url::Url::parse(url).unwrap());
+            assert_eq!(got, want, "{url}");
+        }
     }
 
     #[test]

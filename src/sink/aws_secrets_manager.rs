@@ -80,7 +80,6 @@
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -387,12 +386,10 @@ fn check_secret_id(id: &str, create: bool) -> Result<(), String> {
 /// An absolute http(s) URL; plain http only to a loopback host (SPEC §4 "TLS").
 fn check_endpoint_url(text: &str) -> Result<(), String> {
     let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => return Err(format!("{text:?} has no host")),
-    };
+    if url.host().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    let loopback = crate::provider::http::is_loopback(&url);
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),

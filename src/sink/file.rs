@@ -69,11 +69,8 @@ impl FileSinkConfig {
     pub fn build(&self, v: &mut Validator<'_>, _ctx: &SinkContext) -> Option<FileSink> {
         let mut ok = true;
         let path = v.base_dir().join(&self.path);
-        if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
-            v.error(
-                "path",
-                format!("{:?} is not a file path", self.path.display().to_string()),
-            );
+        if let Err(m) = check_path(&self.path, &path) {
+            v.error("path", m);
             ok = false;
         }
         let format = match self.format.as_deref().unwrap_or("raw") {
@@ -129,7 +126,7 @@ impl FileSinkConfig {
         }
         let mode = match &self.mode {
             None => Some(0o600),
-            Some(value) => report(v, "mode", parse_mode(value)),
+            Some(value) => report(v, "mode", parse_mode(value).and_then(check_mode)),
         };
         let uid = match &self.owner {
             None => Some(None),
@@ -205,6 +202,57 @@ pub fn parse_mode(value: &toml::Value) -> Result<u32, String> {
             other.type_str()
         )),
     }
+}
+
+/// The modes a token file may have: the owner can read it (`0000`, `0200` are mistakes), no
+/// setuid, setgid or sticky bit (meaningless on a token, alarming on a root-owned file), and
+/// not writable by others (anyone could replace the token an app trusts). Group write and
+/// read by others stay allowed (`0660`, `0644`): sharing is the config's choice. So the
+/// accepted range is 0400..=0775 without the others' write bit.
+pub fn check_mode(mode: u32) -> Result<u32, String> {
+    if mode & 0o7000 != 0 {
+        return Err(format!(
+            "\"{mode:04o}\" sets the setuid, setgid or sticky bit: a token file needs none, e.g. \"0600\" or \"0640\""
+        ));
+    }
+    if mode & 0o002 != 0 {
+        return Err(format!(
+            "\"{mode:04o}\" lets every user write the token file: drop the others' write bit, e.g. \"0640\""
+        ));
+    }
+    if mode & 0o400 == 0 {
+        return Err(format!(
+            "\"{mode:04o}\" does not let the owner read the file: expected 0400 to 0775, e.g. \"0600\""
+        ));
+    }
+    Ok(mode)
+}
+
+/// A sink path as written (`raw`) and resolved (`full`) must name a file: not empty, no NUL
+/// byte, not ending in `/`, `.` or `..`, and not an existing directory (the rename onto it
+/// would fail at every refresh).
+pub fn check_path(raw: &std::path::Path, full: &std::path::Path) -> Result<(), String> {
+    let bytes = raw.as_os_str().as_encoded_bytes();
+    if bytes.is_empty() {
+        return Err("must not be empty: give a file path, e.g. \"/run/tokend/app.token\"".into());
+    }
+    if bytes.contains(&0) {
+        return Err("contains a NUL byte".into());
+    }
+    let shown = raw.display().to_string();
+    let last = bytes.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    if matches!(last, b"" | b"." | b"..") || raw.file_name().is_none() {
+        return Err(format!(
+            "{shown:?} names a directory: expected a file path, e.g. \"/run/tokend/app.token\""
+        ));
+    }
+    if std::fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
+        return Err(format!(
+            "{} is a directory: expected a file path",
+            full.display()
+        ));
+    }
+    Ok(())
 }
 
 fn lookup_user(name: &str) -> Result<u32, String> {
@@ -311,6 +359,55 @@ mod tests {
                 .unwrap_err()
                 .contains("ambiguous")
         );
+    }
+
+    #[test]
+    fn mode_rule_table() {
+        // (mode, accepted?)
+        let cases = [
+            (0o600, true),
+            (0o400, true),
+            (0o640, true),
+            (0o644, true),
+            (0o660, true),
+            (0o770, true),
+            (0o775, true),
+            (0o000, false),
+            (0o200, false),
+            (0o040, false),
+            (0o4755, false),
+            (0o2750, false),
+            (0o1600, false),
+            (0o7777, false),
+            (0o666, false),
+            (0o602, false),
+            (0o777, false),
+        ];
+        for (mode, want) in cases {
+            let got = check_mode(mode);
+            assert_eq!(got.is_ok(), want, "{mode:04o}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn sink_paths_must_name_files() {
+        use std::path::Path;
+        let dir = std::env::temp_dir();
+        for (raw, want) in [
+            ("/run/tokend/a.token", true),
+            ("a.token", true),
+            ("", false),
+            ("/tmp/", false),
+            ("/run/tokend/.", false),
+            ("/run/tokend/..", false),
+            ("a\0b", false),
+        ] {
+            let got = check_path(Path::new(raw), &dir.join(raw));
+            assert_eq!(got.is_ok(), want, "{raw:?}: {got:?}");
+        }
+        // An existing directory, spelled as a file.
+        let got = check_path(Path::new("x"), &dir);
+        assert!(got.unwrap_err().contains("is a directory"));
     }
 
     #[test]

@@ -409,10 +409,10 @@ fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, Str
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{what} must not have a query or a fragment"));
     }
-    if url.scheme() == "http" && !is_loopback(&url) {
+    if url.scheme() == "http" && !crate::provider::http::is_loopback(&url) {
         return Err(format!(
             "{what}: plain http is only allowed to a loopback address \
-             (127.0.0.1, ::1, localhost); use https://"
+             (127.0.0.0/8, ::1, localhost, *.localhost); use https://"
         ));
     }
     if !url.path().ends_with('/') {
@@ -420,15 +420,6 @@ fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, Str
         url.set_path(&path);
     }
     Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 /// A mount, path or namespace without leading or trailing `/`; no empty, `.` or `..`
@@ -465,10 +456,10 @@ fn parse_server_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// Checks that the file can be read, with the rules of every secret file (a regular file, no
+/// FIFO that would block `check`, no other user able to write it, at most 64 KiB).
 fn readable_file(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    crate::config::files::read_trusted(path, "jwt_file", crate::config::files::SECRET_CAP).map(drop)
 }
 
 fn not_empty(secret: &SecretString) -> Result<(), String> {
@@ -940,7 +931,7 @@ mod tests {
             "{BASE}path = \"p\"\nca_file = \"/nonexistent/ca.pem\"\ntls_server_name = \"10.0.0.1\"\nauth = {{ token = \"t\" }}\n"
         ));
         assert!(
-            e.contains("ca_file: cannot read /nonexistent/ca.pem"),
+            e.contains("ca_file: cannot read ca_file /nonexistent/ca.pem"),
             "{e}"
         );
         assert!(
@@ -967,7 +958,7 @@ mod tests {
             "{BASE}path = \"p\"\nauth = {{ kubernetes = {{ role = \"tokend\", jwt_file = \"/nonexistent/jwt\" }} }}\n"
         ));
         assert!(
-            e.contains("auth.kubernetes.jwt_file: cannot read /nonexistent/jwt"),
+            e.contains("auth.kubernetes.jwt_file: cannot read jwt_file /nonexistent/jwt"),
             "{e}"
         );
         let config: SinkConfig = toml::from_str(&format!(

@@ -406,8 +406,18 @@ impl Shared {
                 role,
                 jwt_file,
             } => {
-                let jwt = std::fs::read_to_string(jwt_file).map_err(|e| {
-                    self.unreadable(&format!("cannot read jwt_file {}: {e}", jwt_file.display()))
+                // The same rules as at `check` (regular file, bounded, trusted owner).
+                let file = crate::config::files::read_trusted(
+                    jwt_file,
+                    "jwt_file",
+                    crate::config::files::SECRET_CAP,
+                )
+                .map_err(|e| self.unreadable(&e))?;
+                let jwt = String::from_utf8(file.bytes).map_err(|_| {
+                    self.unreadable(&format!(
+                        "jwt_file {} is not valid UTF-8",
+                        jwt_file.display()
+                    ))
                 })?;
                 let jwt = SecretString::from(jwt.trim().to_string());
                 self.api.kubernetes_login(mount, role, &jwt).await
