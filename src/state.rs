@@ -4,6 +4,12 @@
 //! persisted before the new access token is published). They also carry what
 //! `tokend status` shows: last success, last error, next refresh, per-sink results.
 //!
+//! The directory is opened once, without following symlinks, and refused when another
+//! user could write it or it is not tokend's user's (as root: one root made for the
+//! service user is accepted, and its files are given to that user, so `sudo tokend once`
+//! leaves state the service's daemon can still read). Every file in it is opened relative
+//! to that descriptor with `O_NOFOLLOW` (`fsutil::ensure_private_dir`, issue 12).
+//!
 //! A state file written under another fingerprint (provider settings or credentials
 //! changed) is discarded on load.
 //!
@@ -27,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::fsutil::{FileAttrs, atomic_write, ensure_private_dir};
+use crate::fsutil::{FileAttrs, SafeDir, ensure_private_dir};
 
 /// Format version of state files.
 const VERSION: u32 = 1;
@@ -177,10 +183,17 @@ impl AccountState {
     }
 }
 
+/// Largest state or sink-status file read: a state file holds two tokens and a line per
+/// sink, a few KiB; anything near this is not one of ours.
+const MAX_STATE_FILE: u64 = 1024 * 1024;
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    /// The directory, opened once (without following symlinks) by the first call that
+    /// needs it; every file operation is relative to it (issue 12, finding 5).
+    opened: Arc<Mutex<Option<Arc<SafeDir>>>>,
     /// Per account: held while a save is queued or running (see [`StateStore::write_lock`]).
     writes: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -190,6 +203,7 @@ impl StateStore {
     pub fn new(dir: &Path) -> Self {
         StateStore {
             dir: dir.to_path_buf(),
+            opened: Arc::default(),
             writes: Arc::default(),
         }
     }
@@ -227,23 +241,87 @@ impl StateStore {
         self.dir.join(format!("{account}.sinks"))
     }
 
+    /// The opened state directory. With `create`, a missing one is created (0700);
+    /// without, a missing one is `None`. Errors start with `state_dir PATH:`.
+    fn opened(&self, create: bool) -> io::Result<Option<Arc<SafeDir>>> {
+        let mut slot = self
+            .opened
+            .lock()
+            .expect("state dir lock is never poisoned");
+        if let Some(dir) = slot.as_ref() {
+            return Ok(Some(dir.clone()));
+        }
+        match ensure_private_dir(&self.dir, 0o700, create) {
+            Ok(dir) => Ok(Some(slot.insert(Arc::new(dir)).clone())),
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("state_dir {}: {e}", self.dir.display()),
+            )),
+        }
+    }
+
+    /// Reads the file `name` of the state directory; missing (or no directory) → `None`.
+    fn read_text(&self, name: &str) -> io::Result<Option<String>> {
+        let Some(dir) = self.opened(false)? else {
+            return Ok(None);
+        };
+        match dir.read(name, MAX_STATE_FILE)? {
+            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not UTF-8", dir.path().join(name).display()),
+                )
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Owner and group of a state file: as root, those of the state directory, so that
+    /// after `sudo tokend once` the service user's daemon can still read and replace them
+    /// (issue 12, finding 5); otherwise tokend's own.
+    fn owner_of_files(dir: &SafeDir) -> (Option<u32>, Option<u32>) {
+        if nix::unistd::geteuid().is_root() {
+            (Some(dir.uid()), Some(dir.gid()))
+        } else {
+            (None, None)
+        }
+    }
+
+    /// Opens (creating, 0600) the file `name` in the state directory for writing without
+    /// truncating it, owned as [`owner_of_files`](Self::owner_of_files) says.
+    fn open_owned(&self, dir: &SafeDir, name: &str) -> io::Result<File> {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::MetadataExt;
+        let file = dir.open_file(name, OFlag::O_RDWR | OFlag::O_CREAT, 0o600)?;
+        let (uid, gid) = Self::owner_of_files(dir);
+        let meta = file.metadata()?;
+        if uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()) {
+            std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot set the owner of {}: {e}",
+                        dir.path().join(name).display()
+                    ),
+                )
+            })?;
+        }
+        Ok(file)
+    }
+
     /// Rewrites the sink-status file in place: no fsync, no rename (see the module docs).
     pub fn save_sinks(
         &self,
         account: &str,
         sinks: &BTreeMap<String, SinkStatus>,
     ) -> io::Result<()> {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        use std::os::unix::fs::FileExt;
         let path = self.sinks_path(account);
         let json = serde_json::to_vec(sinks).map_err(io::Error::other)?;
         let write = || -> io::Result<()> {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-                .open(&path)?;
+            let dir = self.opened(true)?.expect("created when missing");
+            let file = self.open_owned(&dir, &format!("{account}.sinks"))?;
             file.write_all_at(&json, 0)?;
             file.set_len(json.len() as u64)
         };
@@ -253,11 +331,11 @@ impl StateStore {
 
     /// The sink statuses last written by [`save_sinks`](Self::save_sinks), if readable.
     fn load_sinks(&self, account: &str) -> Option<BTreeMap<String, SinkStatus>> {
-        let path = self.sinks_path(account);
+        let name = format!("{account}.sinks");
         // A read racing the in-place rewrite may see a mix: read again.
         for _ in 0..3 {
-            let bytes = std::fs::read(&path).ok()?;
-            if let Ok(sinks) = serde_json::from_slice(&bytes) {
+            let text = self.read_text(&name).ok()??;
+            if let Ok(sinks) = serde_json::from_str(&text) {
                 return Some(sinks);
             }
         }
@@ -276,10 +354,12 @@ impl StateStore {
     pub fn load(&self, account: &str, fingerprint: &str) -> (Option<AccountState>, Option<String>) {
         let path = self.path(account);
         // Leftovers of a crash between create and rename (they hold tokens).
-        crate::fsutil::sweep_stale_temps_once(&path, Duration::from_secs(60));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return (None, None),
+        if let Ok(Some(dir)) = self.opened(false) {
+            crate::fsutil::sweep_stale_temps_once(&dir, Duration::from_secs(60));
+        }
+        let text = match self.read_text(&format!("{account}.json")) {
+            Ok(Some(t)) => t,
+            Ok(None) => return (None, None),
             Err(e) => return (None, Some(format!("cannot read {}: {e}", path.display()))),
         };
         match serde_json::from_str::<AccountState>(&text) {
@@ -301,8 +381,8 @@ impl StateStore {
     /// Reads a state file regardless of fingerprint (for `status` and `token`).
     pub fn peek(&self, account: &str) -> io::Result<Option<AccountState>> {
         let path = self.path(account);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
+        match self.read_text(&format!("{account}.json")) {
+            Ok(Some(text)) => serde_json::from_str(&text)
                 .map(|s| Some(self.with_sinks(s)))
                 .map_err(|e| {
                     io::Error::new(
@@ -310,7 +390,7 @@ impl StateStore {
                         format!("{}: {e}", path.display()),
                     )
                 }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(io::Error::new(
                 e.kind(),
                 format!("cannot read {}: {e}", path.display()),
@@ -318,28 +398,28 @@ impl StateStore {
         }
     }
 
-    /// Saves atomically with fsync (0600; directory 0700).
+    /// Saves atomically with fsync (0600, owned as the directory; directory 0700).
     pub fn save(&self, state: &AccountState) -> io::Result<()> {
-        if !self.dir.is_dir() {
-            ensure_private_dir(&self.dir, 0o700)?;
-        }
+        let dir = self.opened(true)?.expect("created when missing");
         let json = serde_json::to_vec(state).map_err(io::Error::other)?;
-        atomic_write(&self.path(&state.account), &json, FileAttrs::PRIVATE)
+        let (uid, gid) = Self::owner_of_files(&dir);
+        let attrs = FileAttrs {
+            uid,
+            gid,
+            ..FileAttrs::PRIVATE
+        };
+        dir.write_atomic(&format!("{}.json", state.account), &json, attrs)
     }
 
     /// Takes the exclusive lock that keeps two daemons (or a daemon and `once`) off the same
     /// state. Held until the returned value is dropped.
     pub fn lock(&self) -> io::Result<nix::fcntl::Flock<File>> {
-        ensure_private_dir(&self.dir, 0o700)?;
+        let dir = self.opened(true)?.expect("created when missing");
         let path = self.dir.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-            })?;
+        // O_NOFOLLOW: a planted `.lock` symlink must not make tokend create a file elsewhere.
+        let file = self.open_owned(&dir, ".lock").map_err(|e| {
+            io::Error::new(e.kind(), format!("state_dir {}: {e}", self.dir.display()))
+        })?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
             if errno == nix::errno::Errno::EWOULDBLOCK {
                 io::Error::new(io::ErrorKind::WouldBlock, format!("another tokend holds the lock on {} (a daemon is running on this state_dir)", self.dir.display()))
