@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod fsutil;
+pub mod notify_signal;
 pub mod observability;
 pub mod provider;
 pub mod schedule;
