@@ -7,6 +7,7 @@ mod aws;
 mod config;
 mod daemon;
 mod emulator;
+mod fs_attacks;
 mod metrics;
 mod oauth2_real;
 mod oauth_server_smoke;
