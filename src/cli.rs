@@ -156,7 +156,11 @@ fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
     }
     let svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
     let _lock = svc.store.lock().map_err(|e| {
-        anyhow::anyhow!("{e}; to refresh a running daemon's accounts now, send it SIGUSR1")
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            anyhow::anyhow!("{e}; to refresh a running daemon's accounts now, send it SIGUSR1")
+        } else {
+            anyhow::anyhow!("{e}")
+        }
     })?;
     let selected: Vec<&config::Account> = cfg
         .accounts

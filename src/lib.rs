@@ -8,7 +8,9 @@
 //! - [`provider`] — the one HTTP exchange engine and the presets (data).
 //! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum.
 //! - [`bounds`] — the documented ranges of every value from outside; saturating time maths.
-//! - [`fsutil`] — atomic file replacement shared by the file sink and the state files.
+//! - [`fsutil`] — atomic file replacement shared by the file sink and the state files;
+//!   directories opened without following symlinks.
+//! - [`notify_signal`] — `notify` signals: pid-file and process-owner checks, pidfd.
 //! - [`http_client`] — the one builder of HTTP clients (no redirects, capped `ca_file`).
 //! - [`process`] — process hardening at start: not dumpable, file descriptor limit raised.
 //! - [`schedule`] — pure timing maths (refresh due time, backoff, cron).
@@ -34,6 +36,7 @@ pub mod demo;
 pub mod emulator;
 pub mod fsutil;
 pub mod http_client;
+pub mod notify_signal;
 pub mod observability;
 pub mod process;
 pub mod provider;

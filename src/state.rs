@@ -4,6 +4,12 @@
 //! persisted before the new access token is published). They also carry what
 //! `tokend status` shows: last success, last error, next refresh, per-sink results.
 //!
+//! The directory is opened once, without following symlinks, and refused when another
+//! user could write it or it is not tokend's user's (as root: one root made for the
+//! service user is accepted, and its files are given to that user, so `sudo tokend once`
+//! leaves state the service's daemon can still read). Every file in it is opened relative
+//! to that descriptor with `O_NOFOLLOW` (`fsutil::ensure_private_dir`, issue 12).
+//!
 //! A state file written under another fingerprint (provider settings or credentials
 //! changed) is discarded on load. A state file that cannot be used (not JSON, wrong
 //! types, a time after 9999-12-31, a token that [`accept_token`] refuses, more than
@@ -36,7 +42,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::fsutil::{FileAttrs, atomic_write, ensure_private_dir};
+use crate::fsutil::{FileAttrs, SafeDir, ensure_private_dir};
 
 /// Format version of state files.
 const VERSION: u32 = 1;
@@ -278,6 +284,9 @@ impl AccountState {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    /// The directory, opened once (without following symlinks) by the first call that
+    /// needs it; every file operation is relative to it (issue 12, finding 5).
+    opened: Arc<Mutex<Option<Arc<SafeDir>>>>,
     /// Per account: held while a save is queued or running (see [`StateStore::write_lock`]).
     writes: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -287,6 +296,7 @@ impl StateStore {
     pub fn new(dir: &Path) -> Self {
         StateStore {
             dir: dir.to_path_buf(),
+            opened: Arc::default(),
             writes: Arc::default(),
         }
     }
@@ -324,23 +334,87 @@ impl StateStore {
         self.dir.join(format!("{account}.sinks"))
     }
 
+    /// The opened state directory. With `create`, a missing one is created (0700);
+    /// without, a missing one is `None`. Errors start with `state_dir PATH:`.
+    fn opened(&self, create: bool) -> io::Result<Option<Arc<SafeDir>>> {
+        let mut slot = self
+            .opened
+            .lock()
+            .expect("state dir lock is never poisoned");
+        if let Some(dir) = slot.as_ref() {
+            return Ok(Some(dir.clone()));
+        }
+        match ensure_private_dir(&self.dir, 0o700, create) {
+            Ok(dir) => Ok(Some(slot.insert(Arc::new(dir)).clone())),
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("state_dir {}: {e}", self.dir.display()),
+            )),
+        }
+    }
+
+    /// Reads the file `name` of the state directory; missing (or no directory) → `None`.
+    fn read_text(&self, name: &str) -> io::Result<Option<String>> {
+        let Some(dir) = self.opened(false)? else {
+            return Ok(None);
+        };
+        match dir.read(name, MAX_STATE_FILE)? {
+            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not UTF-8", dir.path().join(name).display()),
+                )
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Owner and group of a state file: as root, those of the state directory, so that
+    /// after `sudo tokend once` the service user's daemon can still read and replace them
+    /// (issue 12, finding 5); otherwise tokend's own.
+    fn owner_of_files(dir: &SafeDir) -> (Option<u32>, Option<u32>) {
+        if nix::unistd::geteuid().is_root() {
+            (Some(dir.uid()), Some(dir.gid()))
+        } else {
+            (None, None)
+        }
+    }
+
+    /// Opens (creating, 0600) the file `name` in the state directory for writing without
+    /// truncating it, owned as [`owner_of_files`](Self::owner_of_files) says.
+    fn open_owned(&self, dir: &SafeDir, name: &str) -> io::Result<File> {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::MetadataExt;
+        let file = dir.open_file(name, OFlag::O_RDWR | OFlag::O_CREAT, 0o600)?;
+        let (uid, gid) = Self::owner_of_files(dir);
+        let meta = file.metadata()?;
+        if uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()) {
+            std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot set the owner of {}: {e}",
+                        dir.path().join(name).display()
+                    ),
+                )
+            })?;
+        }
+        Ok(file)
+    }
+
     /// Rewrites the sink-status file in place: no fsync, no rename (see the module docs).
     pub fn save_sinks(
         &self,
         account: &str,
         sinks: &BTreeMap<String, SinkStatus>,
     ) -> io::Result<()> {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        use std::os::unix::fs::FileExt;
         let path = self.sinks_path(account);
         let json = serde_json::to_vec(sinks).map_err(io::Error::other)?;
         let write = || -> io::Result<()> {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-                .open(&path)?;
+            let dir = self.opened(true)?.expect("created when missing");
+            let file = self.open_owned(&dir, &format!("{account}.sinks"))?;
             file.write_all_at(&json, 0)?;
             file.set_len(json.len() as u64)
         };
@@ -350,11 +424,11 @@ impl StateStore {
 
     /// The sink statuses last written by [`save_sinks`](Self::save_sinks), if readable.
     fn load_sinks(&self, account: &str) -> Option<BTreeMap<String, SinkStatus>> {
-        let path = self.sinks_path(account);
+        let name = format!("{account}.sinks");
         // A read racing the in-place rewrite may see a mix: read again.
         for _ in 0..3 {
-            let bytes = read_bounded(&path).ok()?;
-            if let Ok(sinks) = serde_json::from_slice::<BTreeMap<String, SinkStatus>>(&bytes) {
+            let text = self.read_text(&name).ok()??;
+            if let Ok(sinks) = serde_json::from_str::<BTreeMap<String, SinkStatus>>(&text) {
                 let sane = sinks.values().all(|s| {
                     [s.last_write_ms, s.holds_expires_at_ms, s.last_error_ms]
                         .iter()
@@ -377,15 +451,15 @@ impl StateStore {
     /// when unreadable (`corrupt` = the content is bad, not the I/O).
     fn read(&self, account: &str) -> Result<Option<AccountState>, (bool, String)> {
         let path = self.path(account);
-        let bytes = match read_bounded(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        let text = match self.read_text(&format!("{account}.json")) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 return Err((true, format!("{}: {e}", path.display())));
             }
             Err(e) => return Err((false, format!("cannot read {}: {e}", path.display()))),
         };
-        let state = serde_json::from_slice::<AccountState>(&bytes)
+        let state = serde_json::from_str::<AccountState>(&text)
             .map_err(|e| e.to_string())
             .and_then(|s| s.check().map(|()| s));
         match state {
@@ -405,9 +479,10 @@ impl StateStore {
         account: &str,
         fingerprint: &Fingerprint,
     ) -> (Option<AccountState>, Option<String>) {
-        let path = self.path(account);
         // Leftovers of a crash between create and rename (they hold tokens).
-        crate::fsutil::sweep_stale_temps_once(&path, Duration::from_secs(60));
+        if let Ok(Some(dir)) = self.opened(false) {
+            crate::fsutil::sweep_stale_temps_once(&dir, Duration::from_secs(60));
+        }
         match self.read(account) {
             Ok(None) => (None, None),
             Ok(Some(s)) if !fingerprint.matches(&s.fingerprint) => (
@@ -421,8 +496,16 @@ impl StateStore {
             }
             Err((false, why)) => (None, Some(why)),
             Err((true, why)) => {
+                // Renamed inside the opened directory: no path lookup a symlink could divert.
                 let aside = self.dir.join(format!("{account}.json.corrupt"));
-                let moved = match std::fs::rename(&path, &aside) {
+                let renamed = self.opened(false).and_then(|dir| match dir {
+                    Some(dir) => dir.rename(
+                        &format!("{account}.json"),
+                        &format!("{account}.json.corrupt"),
+                    ),
+                    None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                });
+                let moved = match renamed {
                     Ok(()) => format!("moved it to {}", aside.display()),
                     Err(e) => format!("cannot move it to {}: {e}", aside.display()),
                 };
@@ -444,28 +527,28 @@ impl StateStore {
         })
     }
 
-    /// Saves atomically with fsync (0600; directory 0700).
+    /// Saves atomically with fsync (0600, owned as the directory; directory 0700).
     pub fn save(&self, state: &AccountState) -> io::Result<()> {
-        if !self.dir.is_dir() {
-            ensure_private_dir(&self.dir, 0o700)?;
-        }
+        let dir = self.opened(true)?.expect("created when missing");
         let json = serde_json::to_vec(state).map_err(io::Error::other)?;
-        atomic_write(&self.path(&state.account), &json, FileAttrs::PRIVATE)
+        let (uid, gid) = Self::owner_of_files(&dir);
+        let attrs = FileAttrs {
+            uid,
+            gid,
+            ..FileAttrs::PRIVATE
+        };
+        dir.write_atomic(&format!("{}.json", state.account), &json, attrs)
     }
 
     /// Takes the exclusive lock that keeps two daemons (or a daemon and `once`) off the same
     /// state. Held until the returned value is dropped.
     pub fn lock(&self) -> io::Result<nix::fcntl::Flock<File>> {
-        ensure_private_dir(&self.dir, 0o700)?;
+        let dir = self.opened(true)?.expect("created when missing");
         let path = self.dir.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-            })?;
+        // O_NOFOLLOW: a planted `.lock` symlink must not make tokend create a file elsewhere.
+        let file = self.open_owned(&dir, ".lock").map_err(|e| {
+            io::Error::new(e.kind(), format!("state_dir {}: {e}", self.dir.display()))
+        })?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
             if errno == nix::errno::Errno::EWOULDBLOCK {
                 io::Error::new(io::ErrorKind::WouldBlock, format!("another tokend holds the lock on {} (a daemon is running on this state_dir)", self.dir.display()))
@@ -474,22 +557,6 @@ impl StateStore {
             }
         })
     }
-}
-
-/// Reads at most [`MAX_STATE_FILE`] bytes of `path`; a larger file is `InvalidData`.
-fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    File::open(path)?
-        .take(MAX_STATE_FILE + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_STATE_FILE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {MAX_STATE_FILE} bytes"),
-        ));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

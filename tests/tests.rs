@@ -8,6 +8,7 @@ mod check_gaps;
 mod config;
 mod daemon;
 mod emulator;
+mod fs_attacks;
 mod hardening;
 mod hostile;
 mod listener;

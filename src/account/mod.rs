@@ -374,7 +374,9 @@ pub async fn notify(account: &Account, doc: &TokenDocument) {
             Notify::Command { argv, timeout } => {
                 run_command(argv, *timeout, &account.name, doc).await
             }
-            Notify::Signal { signal, pid_file } => signal_pid_file(*signal, pid_file),
+            Notify::Signal { signal, pid_file } => {
+                crate::notify_signal::signal_pid_file(*signal, pid_file)
+            }
         };
         if let Err(e) = result {
             warn!(account = %account.name, error = %e, "notify failed");
@@ -421,23 +423,6 @@ fn hook_may_inherit(name: &std::ffi::OsStr) -> bool {
     ];
     name.to_str()
         .is_some_and(|n| INHERITED.contains(&n) || n.starts_with("LC_"))
-}
-
-fn signal_pid_file(signal: nix::sys::signal::Signal, pid_file: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(pid_file)
-        .map_err(|e| format!("cannot read pid file {}: {e}", pid_file.display()))?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{} does not hold a pid", pid_file.display()))?;
-    if pid <= 1 {
-        return Err(format!(
-            "{} holds pid {pid}, refusing to signal it",
-            pid_file.display()
-        ));
-    }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
-        .map_err(|e| format!("cannot send {signal} to pid {pid}: {e}"))
 }
 
 /// Exposes the access token of a document (for `tokend token`).

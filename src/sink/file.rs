@@ -1,6 +1,9 @@
 //! `type = "file"`: the token in a local file, replaced atomically on every refresh
 //! (SPEC §3 "Sink formats", §4 "Atomic writes"). Formats: `raw`, `bearer`, `json`, `env`,
-//! `template`. Mode (default `0600`), owner and group are applied on every write.
+//! `template`. Mode (default `0600`), owner and group are applied on every write; with no
+//! `owner`/`group` configured, a file that exists keeps its owner and group when root
+//! writes it (issue 12: `sudo tokend once` must not make an app's token file `root:root`).
+//! The file's directory is opened without following symlinks (`fsutil::open_dir`).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -10,7 +13,9 @@ use serde::Deserialize;
 
 use super::{SinkContext, SinkError, TokenDocument, WriteOutcome};
 use crate::config::error::Validator;
-use crate::fsutil::{FileAttrs, atomic_write};
+use crate::fsutil::{
+    DirOptions, FileAttrs, NewDirs, file_name, open_dir, parent_dir, sweep_stale_temps_once,
+};
 
 /// `[[account.sink]] type = "file"` as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -142,37 +147,42 @@ impl FileSinkConfig {
         Some(FileSink {
             path,
             format,
-            attrs: FileAttrs { mode, uid, gid },
+            attrs: FileAttrs {
+                mode,
+                uid,
+                gid,
+                keep_owner: true,
+            },
         })
     }
 }
 
-/// Creates a missing parent directory, with search permission for whoever may read the
-/// file (0600 → 0700, 0640 → 0750, 0644 → 0755) and the file's group.
-fn create_parent(path: &std::path::Path, attrs: FileAttrs) -> std::io::Result<()> {
-    let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-    else {
-        return Ok(());
-    };
+/// How the file's directory is opened: missing directories are created relative to their
+/// opened parent, the last one with search permission for whoever may read the file
+/// (0600 → 0700, 0640 → 0750, 0644 → 0755) and the file's group; an existing directory is
+/// never changed. A sticky shared directory (`/tmp`) is accepted.
+fn dir_options(attrs: FileAttrs) -> DirOptions {
     let read_bits = attrs.mode & 0o444;
-    let mode = 0o700 | read_bits | (read_bits >> 2);
-    std::fs::create_dir_all(dir)
-        .and_then(|()| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
-            if attrs.gid.is_some() {
-                std::os::unix::fs::chown(dir, None, attrs.gid)?;
-            }
-            Ok(())
-        })
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot create directory {}: {e}", dir.display()),
-            )
-        })
+    DirOptions {
+        create: Some(NewDirs {
+            mode: 0o700 | read_bits | (read_bits >> 2),
+            gid: attrs.gid,
+        }),
+        shared_ok: true,
+        must_own: false,
+    }
+}
+
+/// Writes `content` to `path`: its directory opened once without following symlinks
+/// (issue 12, finding 5), the file replaced atomically relative to it.
+fn write_file(path: &std::path::Path, content: &[u8], attrs: FileAttrs) -> std::io::Result<()> {
+    let name = file_name(path)?;
+    let dir = open_dir(parent_dir(path), dir_options(attrs)).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+    })?;
+    // Crash leftovers next to the file (once per directory per process).
+    sweep_stale_temps_once(&dir, STALE_TEMP_AGE);
+    dir.write_atomic(name, content, attrs)
 }
 
 /// Reports an error result against `field`, keeping the value of an `Ok`.
@@ -323,20 +333,15 @@ impl FileSink {
         let content = self.render(doc, SystemTime::now())?;
         let path = self.path.clone();
         let attrs = self.attrs;
-        tokio::task::spawn_blocking(move || {
-            // Crash leftovers next to the file (once per directory per process).
-            crate::fsutil::sweep_stale_temps_once(&path, STALE_TEMP_AGE);
-            create_parent(&path, attrs)?;
-            atomic_write(&path, content.as_bytes(), attrs)
-        })
-        .await
-        .map_err(|e| SinkError::Transient(format!("file write task failed: {e}")))?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
-                SinkError::Permanent(e.to_string())
-            }
-            _ => SinkError::Transient(e.to_string()),
-        })?;
+        tokio::task::spawn_blocking(move || write_file(&path, content.as_bytes(), attrs))
+            .await
+            .map_err(|e| SinkError::Transient(format!("file write task failed: {e}")))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
+                    SinkError::Permanent(e.to_string())
+                }
+                _ => SinkError::Transient(e.to_string()),
+            })?;
         Ok(WriteOutcome::Written)
     }
 }
