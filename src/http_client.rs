@@ -12,7 +12,8 @@
 //! - sends `tokend/<version>` as its user agent, bounds the connection phase (at most
 //!   [`MAX_CONNECT_TIMEOUT`]) and drops idle pooled connections after [`POOL_IDLE_TIMEOUT`];
 //! - trusts the system roots plus the certificates of an optional `ca_file`, read by
-//!   [`load_ca_file`]: a regular file of at most [`MAX_CA_FILE`] bytes, so that a FIFO or
+//!   [`load_ca_file`] through `config::files::read_ca_file` (the same rule as `check`: a
+//!   regular file of at most 1 MiB that only its owner can write), so that a FIFO or
 //!   `/dev/zero` named as `ca_file` can neither block nor exhaust memory.
 //!
 //! The AWS sink's client is the SDK's own (aws-smithy-http-client on hyper-util's legacy
@@ -30,9 +31,6 @@ pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are closed after this long (a provider refreshed hourly keeps
 /// no socket open in between).
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Largest `ca_file` read (1 MiB: a bundle of every public root CA is about 220 KiB).
-pub const MAX_CA_FILE: u64 = 1024 * 1024;
 
 /// What differs between tokend's HTTP clients; everything else is fixed by [`build`].
 #[derive(Default)]
@@ -77,7 +75,7 @@ pub fn build(options: ClientOptions) -> Result<reqwest::Client, String> {
 
 /// Reads the PEM bundle at `path` (symlinks are followed: the file is the operator's,
 /// named in the config). Refuses anything but a regular file, and files larger than
-/// [`MAX_CA_FILE`]; at most `MAX_CA_FILE + 1` bytes are ever read.
+/// [`crate::config::files::CA_FILE_CAP`]; at most `CA_FILE_CAP + 1` bytes are ever read.
 pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     // One reading rule for `check` and every client: regular file, size cap, trust rule.
     let pem = crate::config::files::read_ca_file(path)?;
@@ -134,12 +132,16 @@ mod tests {
         let _ = std::fs::remove_file(&fifo);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let big = dir.join("big.pem");
-        std::fs::write(&big, vec![b'a'; MAX_CA_FILE as usize + 1]).unwrap();
+        std::fs::write(
+            &big,
+            vec![b'a'; crate::config::files::CA_FILE_CAP as usize + 1],
+        )
+        .unwrap();
         let cases: [(&Path, &str); 4] = [
-            (&fifo, "is not a regular file"),
-            (Path::new("/dev/zero"), "is not a regular file"),
-            (&dir, "is not a regular file"),
-            (&big, "is larger than 1024 KiB"),
+            (&fifo, "expected a regular file"),
+            (Path::new("/dev/zero"), "expected a regular file"),
+            (&dir, "expected a regular file"),
+            (&big, "is larger than 1048576 bytes"),
         ];
         for (path, expected) in cases {
             let err = load_ca_file(path).expect_err("refused");
