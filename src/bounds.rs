@@ -74,6 +74,12 @@ pub fn to_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(MAX_TIME_MS))
 }
 
+/// [`to_ms`] rounded up: a planned time saved in milliseconds is never earlier than the
+/// decision (a wait of at least `retry.rejected` stays at least that long).
+pub fn to_ms_ceil(t: SystemTime) -> u64 {
+    to_ms(add(t, Duration::from_nanos(999_999)))
+}
+
 /// The time `ms` milliseconds after the epoch, clamped to [`max_time`].
 pub fn from_ms(ms: u64) -> SystemTime {
     add(

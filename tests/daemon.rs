@@ -592,6 +592,7 @@ fn rejected_credentials_are_not_retried_within_retry_rejected_even_on_sigusr1() 
         "two logins {gap:?} apart; expected at least retry.rejected (4 s)"
     );
     // The wait doubles: the third login is at least 8 s after the second.
+    d.wait_for_log_count("credentials rejected by the provider", 2, WAIT);
     assert_eq!(emu.stats(Provider::Pontotel).requests, 2);
     assert!(
         d.log_lines("credentials rejected by the provider")

@@ -101,14 +101,14 @@ pub async fn obtain(account: &Account, state: &mut AccountState, svc: &Services)
         record_failure(state, e);
     }
     let mut decision = after(account, state, result.as_ref(), started);
-    state.next_refresh_ms = Some(to_ms(decision.next));
+    state.next_refresh_ms = Some(crate::bounds::to_ms_ceil(decision.next));
     let saved = persist(&svc.store, state).await;
     state.unsaved = saved.is_err();
     if let Err(e) = saved {
         let e = save_failed(&e);
         record_failure(state, &e);
         decision = after(account, state, Err(&e), started);
-        state.next_refresh_ms = Some(to_ms(decision.next));
+        state.next_refresh_ms = Some(crate::bounds::to_ms_ceil(decision.next));
         result = Err(e);
     }
     let m = crate::observability::metrics::metrics();

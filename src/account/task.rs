@@ -25,7 +25,7 @@ use crate::config::Account;
 use crate::provider::ProviderError;
 use crate::schedule;
 use crate::sink::{SinkConfig, rfc3339};
-use crate::state::{AccountState, from_ms, to_ms};
+use crate::state::{AccountState, from_ms};
 
 /// One account's task: what it needs from the supervisor.
 pub struct AccountTask {
@@ -307,7 +307,7 @@ impl AccountTask {
 
 /// Makes `d` the account's plan; true when that changed the saved plan.
 fn plan(state: &mut AccountState, d: &Decision) -> bool {
-    let ms = Some(to_ms(d.next));
+    let ms = Some(crate::bounds::to_ms_ceil(d.next));
     let changed = state.next_refresh_ms != ms;
     state.next_refresh_ms = ms;
     changed
