@@ -14,7 +14,7 @@ use crate::account::policy::{self, Action, Event, Reason, Samples};
 use crate::account::{self, Services};
 use crate::config;
 use crate::sink::rfc3339;
-use crate::startup::{UsageError, load, runtime};
+use crate::startup::{UsageError, load, load_structure, runtime};
 use crate::state::{AccountState, from_ms};
 
 /// Keeps API access tokens fresh: obtains each account's token, refreshes it before it
@@ -155,7 +155,7 @@ fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
         }
     }
     let svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
-    let _lock = svc.store.lock().map_err(|e| {
+    let _lock = svc.store.lock("once").map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             anyhow::anyhow!("{e}; to refresh a running daemon's accounts now, send it SIGUSR1")
         } else {
@@ -252,10 +252,32 @@ async fn once_account(account: &config::Account, svc: &Services) -> bool {
     ok
 }
 
+/// `tokend status`'s exit code when no daemon holds the state (like `systemctl status` for
+/// a stopped unit).
+pub const STATUS_NOT_RUNNING: u8 = 3;
+
 fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = load(path)?;
+    // The structure only: an operator's shell has none of the service's secrets (SPEC §2).
+    let cfg = load_structure(path)?;
     let store = crate::state::StateStore::new(&cfg.daemon.state_dir);
     let now = SystemTime::now();
+    let holder = store.holder();
+    let daemon = match &holder {
+        Ok(Some(h)) => serde_json::json!({
+            "running": true,
+            "pid": h.pid,
+            "since": rfc3339(from_ms(h.since_ms)),
+            "command": h.command,
+        }),
+        Ok(None) => serde_json::json!({ "running": false }),
+        Err(e) => serde_json::json!({ "running": false, "error": e.to_string() }),
+    };
+    let running = matches!(holder, Ok(Some(_)));
+    let code = if running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(STATUS_NOT_RUNNING)
+    };
     let mut rows = Vec::new();
     for a in &cfg.accounts {
         // One unreadable state file (permissions, a corrupt file the daemon has not moved
@@ -264,7 +286,9 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
             Ok(state) => (state, None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let current = state.as_ref().filter(|s| s.fingerprint == a.fingerprint);
+        // Without the secrets the fingerprint cannot be computed: a state file of another
+        // provider is stale; one of other credentials shows until the daemon replaces it.
+        let current = state.as_ref().filter(|s| s.provider == a.provider.name);
         let mut row = status_row(a, current, state.is_some() && current.is_none(), now);
         if let Some(e) = unreadable {
             row["state"] = "unreadable".into();
@@ -274,9 +298,27 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        let doc = serde_json::json!({ "daemon": daemon, "accounts": rows });
+        // Written as one io::Write call, so a closed pipe (`| head`) is an io::Error that
+        // main treats as success, not a serde error.
+        let text = serde_json::to_string_pretty(&doc)?;
+        writeln!(out, "{text}")?;
+        return Ok(code);
+    }
+    match &holder {
+        Ok(Some(h)) => writeln!(
+            out,
+            "daemon: running (tokend {}, pid {}, since {})",
+            h.command,
+            h.pid,
+            rfc3339(from_ms(h.since_ms))
+        )?,
+        Ok(None) => writeln!(
+            out,
+            "daemon: not running (nothing holds {}); the times below are what it last saved",
+            cfg.daemon.state_dir.join(".lock").display()
+        )?,
+        Err(e) => writeln!(out, "daemon: unknown ({e})")?,
     }
     // One line per account, sized to its contents; exact times are in --json.
     let text = |r: &serde_json::Value, key: &str| r[key].as_str().unwrap_or("-").to_string();
@@ -337,7 +379,7 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
             writeln!(out, "  └ {}: {state}", s["sink"].as_str().unwrap_or(""))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// `"14s"` → `"in 14s"`, `"-3m 2s"` → `"3m 2s ago"`.
@@ -414,12 +456,13 @@ fn status_row(
 }
 
 fn token(path: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
-    let cfg = load(path)?;
+    // The structure only, like `status`: the token comes from the state, not a provider.
+    let cfg = load_structure(path)?;
     let Some(a) = cfg.accounts.iter().find(|a| a.name == name) else {
         return Err(UsageError(format!("no account named {name:?} in {}", path.display())).into());
     };
     let store = crate::state::StateStore::new(&cfg.daemon.state_dir);
-    let state = store.peek(name)?.filter(|s| s.fingerprint == a.fingerprint);
+    let state = store.peek(name)?.filter(|s| s.provider == a.provider.name);
     match state
         .as_ref()
         .and_then(|s| account::token_text(s, SystemTime::now()))

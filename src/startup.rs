@@ -13,6 +13,19 @@ pub struct UsageError(pub String);
 
 /// Loads the config; errors become exit-2 errors listing every problem.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    load_with(path, config::load)
+}
+
+/// [`load`] without reading any secret (`config::load_structure`): for `status` and
+/// `token`, which work from an operator's shell.
+pub fn load_structure(path: &std::path::Path) -> anyhow::Result<Config> {
+    load_with(path, config::load_structure)
+}
+
+fn load_with(
+    path: &std::path::Path,
+    load: fn(&std::path::Path) -> Result<Config, config::ConfigErrors>,
+) -> anyhow::Result<Config> {
     if !path.exists() && path == std::path::Path::new(config::DEFAULT_PATH) {
         return Err(UsageError(format!(
             "no config at {}: pass -c FILE or set $TOKEND_CONFIG (try `tokend demo` for a tour, or start from examples/quickstart.toml)",
@@ -20,7 +33,7 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
         ))
         .into());
     }
-    config::load(path).map_err(|e| {
+    load(path).map_err(|e| {
         anyhow::Error::new(e).context(format!("invalid configuration ({})", path.display()))
     })
 }

@@ -280,6 +280,17 @@ impl AccountState {
     }
 }
 
+/// What a lock holder wrote into `state_dir/.lock`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Its process id.
+    pub pid: u32,
+    /// When it took the lock (ms since the epoch).
+    pub since_ms: u64,
+    /// `run`, `once` or `demo`.
+    pub command: String,
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateStore {
@@ -541,8 +552,59 @@ impl StateStore {
     }
 
     /// Takes the exclusive lock that keeps two daemons (or a daemon and `once`) off the same
-    /// state. Held until the returned value is dropped.
-    pub fn lock(&self) -> io::Result<nix::fcntl::Flock<File>> {
+    /// state, and writes who holds it (`command`, pid, since) into the lock file for
+    /// `tokend status` ([`holder`](Self::holder)). Held until the returned value is dropped.
+    pub fn lock(&self, command: &str) -> io::Result<nix::fcntl::Flock<File>> {
+        use std::io::Write;
+        let mut lock = self.lock_only()?;
+        let holder = LockHolder {
+            pid: std::process::id(),
+            since_ms: to_ms(SystemTime::now()),
+            command: command.to_string(),
+        };
+        // Best effort: the lock itself is what keeps a second daemon out.
+        let line = serde_json::to_string(&holder).map_err(io::Error::other)?;
+        let _ = lock
+            .set_len(0)
+            .and_then(|()| lock.write_all(format!("{line}\n").as_bytes()));
+        Ok(lock)
+    }
+
+    /// Who holds the state lock, if anyone: tries a shared lock on the lock file without
+    /// waiting (read-only, so `status` needs no write access), and reads what the holder
+    /// wrote. `Ok(None)`: nothing holds it (or there is no state yet).
+    pub fn holder(&self) -> io::Result<Option<LockHolder>> {
+        use nix::fcntl::OFlag;
+        let Some(dir) = self.opened(false)? else {
+            return Ok(None);
+        };
+        let file = match dir.open_file(".lock", OFlag::O_RDONLY, 0) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(_free) => Ok(None),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let text = dir.read(".lock", 4096)?.unwrap_or_default();
+                let holder = serde_json::from_slice::<LockHolder>(text.trim_ascii())
+                    .ok()
+                    .filter(|h| h.since_ms <= crate::bounds::MAX_TIME_MS)
+                    .unwrap_or(LockHolder {
+                        pid: 0,
+                        since_ms: 0,
+                        command: "unknown".into(),
+                    });
+                Ok(Some(holder))
+            }
+            Err((_, errno)) => Err(io::Error::other(format!(
+                "cannot test the lock {}: {errno}",
+                self.dir.join(".lock").display()
+            ))),
+        }
+    }
+
+    fn lock_only(&self) -> io::Result<nix::fcntl::Flock<File>> {
         let dir = self.opened(true)?.expect("created when missing");
         let path = self.dir.join(".lock");
         // O_NOFOLLOW: a planted `.lock` symlink must not make tokend create a file elsewhere.
@@ -611,8 +673,11 @@ mod tests {
         store.save_sinks("a", &sinks).unwrap();
         store.save_sinks("a", &BTreeMap::new()).unwrap();
         assert_eq!(std::fs::read(store.sinks_path("a")).unwrap(), b"{}");
-        let _lock = store.lock().unwrap();
-        assert_eq!(store.lock().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let _lock = store.lock("test").unwrap();
+        assert_eq!(
+            store.lock("test").unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -605,6 +605,64 @@ fn rejected_credentials_are_not_retried_within_retry_rejected_even_on_sigusr1() 
 }
 
 #[test]
+fn status_and_token_work_from_a_shell_without_the_secrets_and_say_whether_a_daemon_runs() {
+    // Proves (SPEC §2, issue 13): `status` and `token` read only the config's structure and
+    // the state: from a shell without the service's `{ env = … }` secret they show the
+    // accounts, the daemon's pid and since when (exit 0), print the token, and once the
+    // daemon has stopped say so with exit 3.
+    let emu = emulator(LONG);
+    let s = Setup::new("status-no-secrets");
+    let keys = format!(
+        "base_url = \"{}\"\nusername = \"{USERNAME}\"\npassword = {{ env = \"TOKEND_TEST_PW\" }}\n",
+        emu.base_url(Provider::Pontotel)
+    );
+    s.write_config(&format!(
+        "{}{}",
+        s.header(""),
+        account_with(
+            "p",
+            Provider::Pontotel,
+            &keys,
+            "",
+            &file_sink(&s.sink("p"), "json")
+        )
+    ));
+    let mut cmd = TokendProcess::run_command(&s.config);
+    cmd.env("TOKEND_TEST_PW", PASSWORD);
+    let mut d = TokendProcess::start(cmd, s.dir.path());
+    d.wait_for_log(READY_LINE, WAIT);
+    let config = s.config.display().to_string();
+    let operator = |args: &[&str]| {
+        let mut cmd = tokend_cmd(args);
+        cmd.env_remove("TOKEND_TEST_PW");
+        run_cmd(cmd)
+    };
+    let status = operator(&["-c", &config, "status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains(&format!("daemon: running (tokend run, pid {}", d.pid())),
+        "{status:?}"
+    );
+    assert!(status.stdout.contains("valid"), "{status:?}");
+    let json = operator(&["-c", &config, "status", "--json"]);
+    let doc: Value = serde_json::from_str(&json.stdout).expect("status --json is JSON");
+    assert_eq!(doc["daemon"]["pid"], d.pid().as_raw(), "{}", json.stdout);
+    assert_eq!(doc["accounts"][0]["state"], "valid", "{}", json.stdout);
+    let token = operator(&["-c", &config, "token", "p"]);
+    assert_eq!(token.code, 0, "{token:?}");
+    assert_eq!(
+        Some(token.stdout.trim().to_string()),
+        sink_token(&s.sink("p"))
+    );
+    stop(&mut d);
+    let status = operator(&["-c", &config, "status"]);
+    assert_eq!(status.code, 3, "{status:?}");
+    assert!(status.stdout.contains("daemon: not running"), "{status:?}");
+}
+
+#[test]
 fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
     // Proves crash safety of rotating refresh tokens: across SIGKILLs at random points
     // (and one while a refresh is certainly in flight) the daemon never presents a spent
@@ -1518,7 +1576,7 @@ fn no_secret_reaches_any_log_line() {
         "-c",
         &s.config.display().to_string(),
     ]));
-    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(status.code, 3, "the daemon was stopped: {status:?}");
     for secret in secrets
         .0
         .iter()

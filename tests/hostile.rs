@@ -335,10 +335,10 @@ fn corrupt_state_is_moved_aside_and_status_never_aborts() {
     let corrupt = r#"{"version":1,"account":"zarv","provider":"zarv","fingerprint":"x","token":{"access_token":"old","token_type":"Bearer","obtained_at_ms":1796000000000,"expires_at_ms":1796000000000000,"expiry_source":"jwt"},"refresh_token":null,"refresh_expires_at_ms":null,"last_success_ms":null,"last_error":null,"last_error_ms":null,"next_refresh_ms":null}"#;
     std::fs::write(state.join("zarv.json"), corrupt).unwrap();
 
-    // Today an error for the whole command (exit 1); a status that shows the problem in
-    // the account's row (exit 0) would pass too. An abort (a signal) would not.
+    // The problem is shown in the account's row; exit 3: no daemon runs. An abort (a
+    // signal) would have no code.
     let run = status(&config);
-    assert!(matches!(run.code, 0 | 1), "an error, not an abort: {run:?}");
+    assert_eq!(run.code, 3, "an error row, not an abort: {run:?}");
     assert!(
         (run.stdout.clone() + &run.stderr).contains("zarv.json is not a valid state file"),
         "{run:?}"
@@ -357,7 +357,7 @@ fn corrupt_state_is_moved_aside_and_status_never_aborts() {
     );
 
     let run = status(&config);
-    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.code, 3, "no daemon runs: {run:?}");
     assert!(run.stdout.contains("valid"), "{run:?}");
 }
 

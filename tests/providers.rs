@@ -66,7 +66,11 @@ fn every_preset_obtains_a_valid_token_into_a_0600_file() {
         (0, token_file(&dir, Provider::Zarv).as_str())
     );
     let status = tokend(&["-c", &cfg, "status", "--json"]);
-    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    // No daemon holds the state: exit 3, and the document says so.
+    assert_eq!(status.code, 3, "{status:?}");
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(doc["daemon"]["running"], false, "{}", status.stdout);
+    let rows = &doc["accounts"];
     assert_eq!(rows.as_array().unwrap().len(), 6);
     assert!(
         rows.as_array()

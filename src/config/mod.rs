@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use validate::load;
+pub use validate::{load, load_structure};
 
 use crate::provider::http::Provider;
 use crate::schedule::{Retry, Timing};

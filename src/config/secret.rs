@@ -4,6 +4,7 @@
 //! value during validation. Resolved values are [`secrecy::SecretString`]s, whose `Debug`
 //! prints a redaction marker, so a secret never reaches a log line by accident.
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,31 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::files;
+
+thread_local! {
+    /// Set while [`structure_only`] runs on this thread: secrets are not read.
+    static STRUCTURE_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What a secret reads as in a structure-only load: nothing was read.
+pub const UNREAD: &str = "unread";
+
+/// Runs `f` (a config load) without resolving any secret: every secret value reads as
+/// [`UNREAD`], and no variable, file or credential is looked at. `tokend status` and
+/// `tokend token` need the config's structure (accounts, sinks, timing, the state dir),
+/// never its secrets, and must work from an operator's shell that has none of them (SPEC
+/// §2). Configs loaded this way must not be used to talk to a provider or a store.
+pub fn structure_only<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            STRUCTURE_ONLY.set(false);
+        }
+    }
+    STRUCTURE_ONLY.set(true);
+    let _reset = Reset;
+    f()
+}
 
 /// Where a secret comes from, as written in the config.
 #[derive(Clone)]
@@ -58,6 +84,9 @@ impl SecretValueConfig {
 
     /// Reads the secret. Errors name the source (variable, path), never the value.
     pub fn resolve(&self, base_dir: &Path) -> Result<SecretString, String> {
+        if STRUCTURE_ONLY.get() {
+            return Ok(SecretString::from(UNREAD));
+        }
         match self {
             SecretValueConfig::Literal(value) => Ok(value.clone()),
             SecretValueConfig::Env(var) => match std::env::var(var) {

@@ -42,6 +42,13 @@ const CREDENTIALS: [&str; 5] = [
     "refresh_token",
 ];
 
+/// [`load`] without reading any secret ([`super::secret::structure_only`]): the accounts,
+/// sinks, timing and state dir, for `tokend status` and `tokend token`. Fingerprints of a
+/// config loaded this way are meaningless.
+pub fn load_structure(path: &Path) -> Result<Config, ConfigErrors> {
+    super::secret::structure_only(|| load(path))
+}
+
 /// Loads, parses and validates the config at `path` and every file it includes.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let main = read_source(path).map_err(|message| {

@@ -88,7 +88,7 @@ pub async fn run(
         warn!("{w}");
     }
     let svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
-    let _lock = svc.store.lock().context("refusing to start")?;
+    let _lock = svc.store.lock("run").context("refusing to start")?;
     let root = CancellationToken::new();
     let board = Arc::new(Board::default());
     let mut accounts: BTreeMap<String, AccountHandle> = BTreeMap::new();
