@@ -15,6 +15,7 @@
 //! - [`cli`] — the command line; [`demo`] — `tokend demo`.
 //! - [`emulator`] — loopback emulator of the provider APIs (demo and tests).
 //! - [`observability`] — logging.
+//! - [`redact`] — the one redaction rule: secrets in every encoding, control characters.
 
 pub mod account;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod emulator;
 pub mod fsutil;
 pub mod observability;
 pub mod provider;
+pub mod redact;
 pub mod schedule;
 pub mod sink;
 pub mod state;

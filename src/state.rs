@@ -89,7 +89,8 @@ pub struct SinkStatus {
     pub last_outcome: Option<String>,
     /// Expiry of the token the sink holds (as far as tokend knows).
     pub holds_expires_at_ms: Option<u64>,
-    /// Last error, if the last attempt failed.
+    /// Last error, if the last attempt failed (cleaned and redacted in and out).
+    #[serde(default, with = "crate::redact::stored_text")]
     pub last_error: Option<String>,
     /// When that error happened.
     pub last_error_ms: Option<u64>,
@@ -118,7 +119,8 @@ pub struct AccountState {
     pub refresh_in_flight: bool,
     /// Last successful obtain.
     pub last_success_ms: Option<u64>,
-    /// Last error (no secrets).
+    /// Last error (cleaned and redacted in and out).
+    #[serde(default, with = "crate::redact::stored_text")]
     pub last_error: Option<String>,
     /// When it happened.
     pub last_error_ms: Option<u64>,

@@ -36,8 +36,19 @@ const CREDENTIALS: [&str; 5] = [
     "refresh_token",
 ];
 
-/// Loads, parses and validates the config at `path` and every file it includes.
+/// Loads, parses and validates the config at `path` and every file it includes. A valid
+/// config's secrets replace the redaction registry's (`crate::redact`): from now on they
+/// are redacted from every log line, error and status text, in every encoding.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let (config, secrets) = crate::redact::collect(|| load_unregistered(path));
+    if config.is_ok() {
+        crate::redact::replace_config(secrets);
+    }
+    config
+}
+
+fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
+    note_environment_secrets();
     let main = read_source(path)?;
     let main_file = parse(&main).map_err(|e| ConfigErrors(vec![e]))?;
     let mut errors = Vec::new();
@@ -155,6 +166,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         accounts,
         warnings,
     })
+}
+
+/// Secrets the AWS SDK's standard chain reads from the environment (the AWS sink's
+/// credentials): not config values, but a server could echo them all the same.
+fn note_environment_secrets() {
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "VAULT_TOKEN"] {
+        if let Ok(value) = std::env::var(var) {
+            crate::redact::note(var, &value);
+        }
+    }
 }
 
 fn read_source(path: &Path) -> Result<Arc<Source>, ConfigErrors> {
@@ -466,6 +487,18 @@ fn validate_account(
             }
         }
     }
+    // A `Basic` header carries base64(id:secret): register each pair for redaction.
+    for id in ["username", "client_id"]
+        .iter()
+        .filter_map(|f| vars.0.get(*f))
+    {
+        for secret in ["password", "client_secret", "refresh_token"]
+            .iter()
+            .filter_map(|f| vars.0.get(*f))
+        {
+            crate::redact::note_pair(id.expose_secret(), secret.expose_secret());
+        }
+    }
     for (field, value) in [("base_url", &raw.base_url), ("token_url", &raw.token_url)] {
         if let Some(url) = value {
             // base_url is a prefix that presets append paths to; token_url is used as is
@@ -484,7 +517,10 @@ fn validate_account(
                         }
                     }
                     Err(e) => {
-                        v.error(field, format!("{url:?} is not a URL: {e}"));
+                        v.error(
+                            field,
+                            format!("{} is not a URL: {e}", crate::redact::url_for_message(url)),
+                        );
                         failed = true;
                     }
                 }

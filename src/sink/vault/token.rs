@@ -344,6 +344,11 @@ impl Shared {
     async fn obtain(self: &Arc<Self>) -> Result<SecretString, SinkError> {
         let lease = self.fetch().await?;
         let token = lease.token.clone();
+        // The sink's own Vault token is a secret like any other (issue 12).
+        crate::redact::register(
+            &format!("vault:{}:{}", self.names.account, self.names.label),
+            token.expose_secret(),
+        );
         let mut state = self.lock();
         // Token auth: the source still holds the token we had, so there is nothing newer.
         let stuck = !self.auth.can_login()
@@ -387,6 +392,7 @@ impl Shared {
         let result = match &self.auth {
             Auth::Token { value, base_dir } => {
                 let token = value.resolve(base_dir).map_err(|e| self.unreadable(&e))?;
+                crate::redact::note("vault:token", token.expose_secret());
                 self.api.lookup_self(&token).await
             }
             Auth::AppRole {
@@ -399,6 +405,7 @@ impl Shared {
                 let secret_id = secret_id
                     .resolve(base_dir)
                     .map_err(|e| self.unreadable(&e))?;
+                crate::redact::note("vault:secret_id", secret_id.expose_secret());
                 self.api.approle_login(mount, &role_id, &secret_id).await
             }
             Auth::Kubernetes {
@@ -410,6 +417,7 @@ impl Shared {
                     self.unreadable(&format!("cannot read jwt_file {}: {e}", jwt_file.display()))
                 })?;
                 let jwt = SecretString::from(jwt.trim().to_string());
+                crate::redact::note("vault:jwt", jwt.expose_secret());
                 self.api.kubernetes_login(mount, role, &jwt).await
             }
         };
