@@ -12,4 +12,5 @@ mod oauth2_real;
 mod oauth_server_smoke;
 mod packaging;
 mod providers;
+mod redaction;
 mod vault;
