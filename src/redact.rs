@@ -422,7 +422,8 @@ pub fn replace_config(secrets: Secrets) {
 }
 
 /// Registers a secret obtained at run time (an access or refresh token, a Vault token)
-/// under `key` (the account name, or a secret's source). The last four values per key stay
+/// under `key`: the account's name, or `<account>/<what>` for its sinks' secrets, so that
+/// [`retain_accounts`] drops them with the account. The last four values per key stay
 /// registered; older ones are forgotten.
 pub fn register(key: &str, secret: &str) {
     if secret.len() < MIN_LEN {
@@ -444,11 +445,17 @@ pub fn register(key: &str, secret: &str) {
     }
 }
 
-/// Forgets the run-time values of keys `keep` does not accept (accounts removed by a
-/// reload).
-pub fn retain(keep: impl Fn(&str) -> bool) {
+/// Forgets the run-time values of accounts not in `accounts` (removed by a reload): keys
+/// that are an account's name or start with `<name>/`.
+pub fn retain_accounts<'a>(accounts: impl IntoIterator<Item = &'a str>) {
+    let names: std::collections::HashSet<&str> = accounts.into_iter().collect();
     let mut r = write();
-    let gone: Vec<String> = r.held.keys().filter(|k| !keep(k)).cloned().collect();
+    let gone: Vec<String> = r
+        .held
+        .keys()
+        .filter(|k| !names.contains(k.split('/').next().unwrap_or(k)))
+        .cloned()
+        .collect();
     for key in gone {
         if let Some(entries) = r.held.remove(&key) {
             entries.iter().for_each(|e| r.matcher.remove_entry(e));
@@ -777,7 +784,9 @@ mod tests {
             redact("unit-token-number-1-abcdefgh"),
             "unit-token-number-1-abcdefgh"
         );
-        retain(|k| k != key);
+        register("redact-unit-kept/x", "kept-value-abcdefgh");
+        retain_accounts(["redact-unit-kept"]);
+        assert_eq!(redact("kept-value-abcdefgh"), MARKER);
         assert_eq!(
             redact("unit-token-number-5-abcdefgh"),
             "unit-token-number-5-abcdefgh"

@@ -346,7 +346,7 @@ impl Shared {
         let token = lease.token.clone();
         // The sink's own Vault token is a secret like any other (issue 12).
         crate::redact::register(
-            &format!("vault:{}:{}", self.names.account, self.names.label),
+            &format!("{}/{}", self.names.account, self.names.label),
             token.expose_secret(),
         );
         let mut state = self.lock();
@@ -392,7 +392,10 @@ impl Shared {
         let result = match &self.auth {
             Auth::Token { value, base_dir } => {
                 let token = value.resolve(base_dir).map_err(|e| self.unreadable(&e))?;
-                crate::redact::note("vault:token", token.expose_secret());
+                crate::redact::note(
+                    &format!("{}/vault-token", self.names.account),
+                    token.expose_secret(),
+                );
                 self.api.lookup_self(&token).await
             }
             Auth::AppRole {
@@ -405,7 +408,10 @@ impl Shared {
                 let secret_id = secret_id
                     .resolve(base_dir)
                     .map_err(|e| self.unreadable(&e))?;
-                crate::redact::note("vault:secret_id", secret_id.expose_secret());
+                crate::redact::note(
+                    &format!("{}/vault-secret_id", self.names.account),
+                    secret_id.expose_secret(),
+                );
                 self.api.approle_login(mount, &role_id, &secret_id).await
             }
             Auth::Kubernetes {
@@ -417,7 +423,10 @@ impl Shared {
                     self.unreadable(&format!("cannot read jwt_file {}: {e}", jwt_file.display()))
                 })?;
                 let jwt = SecretString::from(jwt.trim().to_string());
-                crate::redact::note("vault:jwt", jwt.expose_secret());
+                crate::redact::note(
+                    &format!("{}/vault-jwt", self.names.account),
+                    jwt.expose_secret(),
+                );
                 self.api.kubernetes_login(mount, role, &jwt).await
             }
         };
