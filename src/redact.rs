@@ -18,10 +18,12 @@
 //! every successful load ([`collect`], [`replace_config`]), and run-time secrets (tokens
 //! obtained from providers, Vault tokens) are added with [`register`].
 //!
-//! Matching is a Rabin–Karp search over hashes, not an automaton: the registry holds one
-//! 64-bit hash per form (about 40 bytes each), so 10 000 accounts with ~25 forms each cost
-//! ~10 MB, where an Aho–Corasick automaton over kilobyte-long JWTs in eight encodings
-//! would take hundreds. A hash collision can only redact text that is not a secret.
+//! Matching is a Rabin–Karp search over hashes, not an automaton: the registry keeps a
+//! length and two 64-bit hashes per form and no copy of any secret, so 10 000 accounts
+//! (a password, a client secret, kilobyte-long access tokens and refresh tokens, ~90 000
+//! forms) take a few MB, where an Aho–Corasick automaton over those JWTs in eight
+//! encodings would take hundreds. A hash collision can only redact text that is not a
+//! secret.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -200,55 +202,91 @@ struct Matcher {
     forms: usize,
 }
 
-impl Matcher {
-    fn add(&mut self, form: &str) {
+/// What the matcher keeps of one form: its length and hashes, never the text, so the
+/// registry holds no copy of any secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FormKey {
+    len: usize,
+    full: u64,
+    /// Hash of the first [`PREFIX`] bytes (0 for shorter forms).
+    prefix: u64,
+}
+
+impl FormKey {
+    fn of(form: &str) -> Self {
         let b = form.as_bytes();
+        FormKey {
+            len: b.len(),
+            full: hash(b),
+            prefix: if b.len() < PREFIX {
+                0
+            } else {
+                hash(&b[..PREFIX])
+            },
+        }
+    }
+}
+
+/// The keys of every form of `entry`.
+fn keys(entry: &Entry) -> Vec<FormKey> {
+    forms(entry).iter().map(|f| FormKey::of(f)).collect()
+}
+
+impl Matcher {
+    fn add(&mut self, k: FormKey) {
         self.forms += 1;
-        if b.len() < PREFIX {
-            *self.short[b.len()].entry(hash(b)).or_default() += 1;
+        if k.len < PREFIX {
+            *self.short[k.len].entry(k.full).or_default() += 1;
             return;
         }
-        let (len, full) = (b.len(), hash(b));
-        let slot = self.long.entry(hash(&b[..PREFIX])).or_default();
-        match slot.iter_mut().find(|(l, h, _)| *l == len && *h == full) {
+        let slot = self.long.entry(k.prefix).or_default();
+        match slot
+            .iter_mut()
+            .find(|(l, h, _)| *l == k.len && *h == k.full)
+        {
             Some((_, _, n)) => *n += 1,
-            None => slot.push((len, full, 1)),
+            None => slot.push((k.len, k.full, 1)),
         }
     }
 
-    fn remove(&mut self, form: &str) {
-        let b = form.as_bytes();
+    fn remove(&mut self, k: FormKey) {
         self.forms = self.forms.saturating_sub(1);
-        if b.len() < PREFIX {
-            let h = hash(b);
-            if let Some(n) = self.short[b.len()].get_mut(&h) {
+        if k.len < PREFIX {
+            if let Some(n) = self.short[k.len].get_mut(&k.full) {
                 *n -= 1;
                 if *n == 0 {
-                    self.short[b.len()].remove(&h);
+                    self.short[k.len].remove(&k.full);
                 }
             }
             return;
         }
-        let (len, full, prefix) = (b.len(), hash(b), hash(&b[..PREFIX]));
-        if let Some(slot) = self.long.get_mut(&prefix) {
-            if let Some(i) = slot.iter().position(|(l, h, _)| *l == len && *h == full) {
+        if let Some(slot) = self.long.get_mut(&k.prefix) {
+            if let Some(i) = slot
+                .iter()
+                .position(|(l, h, _)| *l == k.len && *h == k.full)
+            {
                 slot[i].2 -= 1;
                 if slot[i].2 == 0 {
                     slot.swap_remove(i);
                 }
             }
             if slot.is_empty() {
-                self.long.remove(&prefix);
+                self.long.remove(&k.prefix);
             }
         }
     }
 
-    fn add_entry(&mut self, entry: &Entry) {
-        forms(entry).iter().for_each(|f| self.add(f));
+    fn add_all(&mut self, keys: &[FormKey]) {
+        keys.iter().for_each(|k| self.add(*k));
     }
 
-    fn remove_entry(&mut self, entry: &Entry) {
-        forms(entry).iter().for_each(|f| self.remove(f));
+    fn remove_all(&mut self, keys: &[FormKey]) {
+        keys.iter().for_each(|k| self.remove(*k));
+    }
+
+    #[cfg(test)]
+    fn add_entry(&mut self, entry: &Entry) {
+        self.add_all(&keys(entry));
     }
 
     /// The length of the longest form starting at byte `i` (0 when none).
@@ -350,10 +388,10 @@ fn replace(text: &str, matchers: &[&Matcher], budget: usize) -> (String, bool) {
 #[derive(Default)]
 struct Registry {
     matcher: Matcher,
-    /// What the last config load added (removed on the next one).
-    config: Vec<Entry>,
-    /// Run-time values by key, newest last.
-    held: HashMap<String, VecDeque<Entry>>,
+    /// The forms the last config load added (removed on the next one).
+    config: Vec<FormKey>,
+    /// Run-time values by key, newest last: the hash of the value and its forms.
+    held: HashMap<String, VecDeque<(u64, Vec<FormKey>)>>,
 }
 
 static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(RwLock::default);
@@ -410,15 +448,11 @@ pub fn note_pair(id: &str, secret: &str) {
 
 /// Replaces the config's secrets with those of a new, valid config.
 pub fn replace_config(secrets: Secrets) {
+    let new: Vec<FormKey> = secrets.0.iter().flat_map(keys).collect();
     let mut r = write();
-    let old = std::mem::take(&mut r.config);
-    for e in &secrets.0 {
-        r.matcher.add_entry(e);
-    }
-    for e in &old {
-        r.matcher.remove_entry(e);
-    }
-    r.config = secrets.0;
+    r.matcher.add_all(&new);
+    let old = std::mem::replace(&mut r.config, new);
+    r.matcher.remove_all(&old);
 }
 
 /// Registers a secret obtained at run time (an access or refresh token, a Vault token)
@@ -429,19 +463,20 @@ pub fn register(key: &str, secret: &str) {
     if secret.len() < MIN_LEN {
         return;
     }
-    let entry = Entry::One(secret.to_string());
+    let id = hash(secret.as_bytes());
+    let new = keys(&Entry::One(secret.to_string()));
     let mut r = write();
     let held = r.held.entry(key.to_string()).or_default();
-    if held.contains(&entry) {
+    if held.iter().any(|(h, _)| *h == id) {
         return;
     }
-    held.push_back(entry.clone());
+    held.push_back((id, new.clone()));
     let gone = (held.len() > HELD_PER_KEY)
         .then(|| held.pop_front())
         .flatten();
-    r.matcher.add_entry(&entry);
-    if let Some(gone) = gone {
-        r.matcher.remove_entry(&gone);
+    r.matcher.add_all(&new);
+    if let Some((_, gone)) = gone {
+        r.matcher.remove_all(&gone);
     }
 }
 
@@ -458,7 +493,7 @@ pub fn retain_accounts<'a>(accounts: impl IntoIterator<Item = &'a str>) {
         .collect();
     for key in gone {
         if let Some(entries) = r.held.remove(&key) {
-            entries.iter().for_each(|e| r.matcher.remove_entry(e));
+            entries.iter().for_each(|(_, k)| r.matcher.remove_all(k));
         }
     }
 }
@@ -551,7 +586,7 @@ pub fn excerpt_with<'a>(
     let mut local = Matcher::default();
     for s in extra {
         if s.len() >= MIN_LEN {
-            local.add_entry(&Entry::One(s.to_string()));
+            local.add_all(&keys(&Entry::One(s.to_string())));
         }
     }
     let r = read();
