@@ -25,6 +25,7 @@
 //! - [`cli`] — the command line; [`demo`] — `tokend demo`.
 //! - [`emulator`] — loopback emulator of the provider APIs (demo and tests).
 //! - [`observability`] — logging.
+//! - [`redact`] — the one redaction rule: secrets in every encoding, control characters.
 
 pub mod account;
 pub mod board;
@@ -40,6 +41,7 @@ pub mod notify_signal;
 pub mod observability;
 pub mod process;
 pub mod provider;
+pub mod redact;
 pub mod schedule;
 pub mod sink;
 pub mod startup;

@@ -146,7 +146,8 @@ pub struct SinkStatus {
     pub last_outcome: Option<String>,
     /// Expiry of the token the sink holds (as far as tokend knows).
     pub holds_expires_at_ms: Option<u64>,
-    /// Last error, if the last attempt failed.
+    /// Last error, if the last attempt failed (cleaned and redacted in and out).
+    #[serde(default, with = "crate::redact::stored_text")]
     pub last_error: Option<String>,
     /// When that error happened.
     pub last_error_ms: Option<u64>,
@@ -189,7 +190,8 @@ pub struct AccountState {
     pub refresh_in_flight: bool,
     /// Last successful obtain.
     pub last_success_ms: Option<u64>,
-    /// Last error (no secrets).
+    /// Last error (cleaned and redacted in and out).
+    #[serde(default, with = "crate::redact::stored_text")]
     pub last_error: Option<String>,
     /// When it happened.
     pub last_error_ms: Option<u64>,
@@ -470,8 +472,17 @@ impl StateStore {
             }
             Err(e) => return Err((false, format!("cannot read {}: {e}", path.display()))),
         };
+        // serde's own message may quote a value (a token): name only where it broke.
         let state = serde_json::from_str::<AccountState>(&text)
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                format!(
+                    "{:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )
+                .to_lowercase()
+            })
             .and_then(|s| s.check().map(|()| s));
         match state {
             Ok(s) => Ok(Some(self.with_sinks(s))),

@@ -189,3 +189,59 @@ fn a_bare_integer_mode_is_rejected_as_ambiguous() {
         );
     }
 }
+
+#[test]
+fn check_never_quotes_a_secret_in_its_errors() {
+    // Proves (issue 12 finding 3): a secret of the wrong type, under a wrong key, or in a
+    // URL's user info or query is never echoed by `check`, whatever the error.
+    let dir = TestDir::new("check-secrets");
+    let account = |extra: &str| {
+        format!(
+            "[[account]]\nname = \"a\"\nprovider = \"oauth2\"\ntoken_url = \"https://t.example/token\"\nclient_id = \"app\"\n{extra}\n[[account.sink]]\ntype = \"file\"\npath = \"t\"\n"
+        )
+    };
+    let cases = [
+        ("12345678", account("client_secret = 12345678")),
+        ("8765.4321", account("client_secret = 8765.4321")),
+        ("S3CR3T-arr", account("client_secret = [\"S3CR3T-arr\"]")),
+        ("77665544", account("client_secret = { value = 77665544 }")),
+        (
+            "S3CR3T-url",
+            account("client_secret = \"s\"\ntoken_url = \"https://user:S3CR3T-url@exa mple.com\"")
+                .replacen("token_url = \"https://t.example/token\"\n", "", 1),
+        ),
+        (
+            "S3CR3T-query",
+            account("client_secret = \"s\"\nbase_url = \"https://h.example:99999/p?key=S3CR3T-query\"")
+                .replace("provider = \"oauth2\"", "provider = \"pontotel\"")
+                .replace("client_id = \"app\"", "username = \"u\"\npassword = \"p\"")
+                .replace("client_secret = \"s\"\n", "")
+                .replacen("token_url = \"https://t.example/token\"\n", "", 1),
+        ),
+        (
+            "S3CR3T-vault",
+            account("client_secret = \"s\"").replace(
+                "type = \"file\"\npath = \"t\"",
+                "type = \"vault\"\naddress = \"ftp://u:S3CR3T-vault@v.example/?x=1\"\nmount = \"secret\"\npath = \"p\"\nauth = { token = \"root-token\" }",
+            ),
+        ),
+        (
+            "S3CR3T-aws",
+            account("client_secret = \"s\"").replace(
+                "type = \"file\"\npath = \"t\"",
+                "type = \"aws_secrets_manager\"\nsecret_id = \"x\"\nregion = \"us-east-1\"\nendpoint_url = \"ftp://h.example/?token=S3CR3T-aws\"",
+            ),
+        ),
+    ];
+    for (secret, text) in cases {
+        let cfg = dir.write("t.toml", &text);
+        let run = run_cmd(tokend_cmd(&["-c", cfg.to_str().unwrap(), "check"]));
+        assert_eq!(run.code, 2, "{text}\n{run:?}");
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            !all.contains(secret),
+            "check echoed {secret:?} for\n{text}\n---\n{all}"
+        );
+        assert!(all.contains("t.toml:"), "located: {all}");
+    }
+}

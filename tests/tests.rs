@@ -17,5 +17,6 @@ mod oauth2_real;
 mod oauth_server_smoke;
 mod packaging;
 mod providers;
+mod redaction;
 mod redirects;
 mod vault;

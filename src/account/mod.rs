@@ -51,6 +51,15 @@ impl Services {
 /// or from other credentials.
 pub fn load_state(account: &Account, store: &StateStore) -> AccountState {
     let (state, why) = store.load(&account.name, &account.fingerprint);
+    if let Some(s) = &state {
+        // Tokens read back from state are redacted like freshly obtained ones.
+        if let Some(t) = &s.token {
+            crate::redact::register(&account.name, t.access_token.0.expose_secret());
+        }
+        if let Some(rt) = &s.refresh_token {
+            crate::redact::register(&account.name, rt.0.expose_secret());
+        }
+    }
     if let Some(why) = why {
         warn!(account = %account.name, "{why}");
     }
@@ -244,6 +253,11 @@ async fn obtain_inner(
 }
 
 fn apply(state: &mut AccountState, o: &Obtained) {
+    // From now on these are redacted wherever a server or a sink echoes them.
+    crate::redact::register(&state.account, o.access_token.expose_secret());
+    if let Some(rt) = &o.refresh_token {
+        crate::redact::register(&state.account, rt.expose_secret());
+    }
     state.token = Some(StoredToken {
         access_token: StoredSecret(o.access_token.clone()),
         token_type: o.token_type.clone(),

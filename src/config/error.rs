@@ -186,7 +186,16 @@ impl<'a> Validator<'a> {
         value: &super::secret::SecretValueConfig,
     ) -> Option<secrecy::SecretString> {
         match value.resolve(self.source.dir()) {
-            Ok(secret) => Some(secret),
+            Ok(secret) => {
+                // Identifiers (a username, a client or role id) are not secrets on their
+                // own: redacting them alone would blank account names and paths in every
+                // log line. They are redacted as part of `id:secret` (`redact::note_pair`).
+                if !matches!(field, "username" | "client_id" | "role_id") {
+                    use secrecy::ExposeSecret;
+                    crate::redact::note(field, secret.expose_secret());
+                }
+                Some(secret)
+            }
             Err(message) => {
                 self.error(field, message);
                 None

@@ -146,6 +146,14 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     Ok(SecretString::from(text))
 }
 
+/// The error for a secret value of the wrong type, which never quotes the value.
+fn wrong_type<E: de::Error>(got: &str) -> E {
+    E::custom(format!(
+        "expected a secret value: a string, {{ env = \"VAR\" }}, {{ file = \"/path\" }} or \
+         {{ credential = \"name\" }}, not {got} (its value is not shown)"
+    ))
+}
+
 impl<'de> Deserialize<'de> for SecretValueConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(SecretVisitor)
@@ -168,6 +176,45 @@ impl<'de> Visitor<'de> for SecretVisitor {
         Ok(SecretValueConfig::Literal(SecretString::from(value)))
     }
 
+    // A value of the wrong type may still be the secret (`password = 12345678`): serde's
+    // own message would quote it ("invalid type: integer `12345678`"), so these name the
+    // type only (issue 12 finding 3).
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(wrong_type("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(wrong_type("an integer"))
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Self::Value, E> {
+        Err(wrong_type("an integer"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(wrong_type("an integer"))
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Self::Value, E> {
+        Err(wrong_type("an integer"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(wrong_type("a float"))
+    }
+
+    fn visit_char<E: de::Error>(self, _: char) -> Result<Self::Value, E> {
+        Err(wrong_type("a character"))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+        Err(wrong_type("bytes"))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(wrong_type("an array"))
+    }
+
     fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
         Ok(SecretValueConfig::Literal(SecretString::from(value)))
     }
@@ -178,17 +225,19 @@ impl<'de> Visitor<'de> for SecretVisitor {
                 "empty table: expected one of `env`, `file` or `credential`",
             ));
         };
+        // The key first: under an unknown key the value may be the secret itself
+        // (`{ value = 12345678 }`), and reading it as a string would quote it.
+        if !matches!(key.as_str(), "env" | "file" | "credential") {
+            return Err(de::Error::unknown_field(
+                &key,
+                &["env", "file", "credential"],
+            ));
+        }
         let value: String = map.next_value()?;
         let secret = match key.as_str() {
             "env" => SecretValueConfig::Env(value),
             "file" => SecretValueConfig::File(PathBuf::from(value)),
-            "credential" => SecretValueConfig::Credential(value),
-            other => {
-                return Err(de::Error::unknown_field(
-                    other,
-                    &["env", "file", "credential"],
-                ));
-            }
+            _ => SecretValueConfig::Credential(value),
         };
         if let Some(extra) = map.next_key::<String>()? {
             return Err(de::Error::custom(format!(

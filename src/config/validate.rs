@@ -44,13 +44,25 @@ const CREDENTIALS: [&str; 5] = [
 
 /// [`load`] without reading any secret ([`super::secret::structure_only`]): the accounts,
 /// sinks, timing and state dir, for `tokend status` and `tokend token`. Fingerprints of a
-/// config loaded this way are meaningless.
+/// config loaded this way are meaningless, and its placeholder secrets are not registered
+/// for redaction.
 pub fn load_structure(path: &Path) -> Result<Config, ConfigErrors> {
-    super::secret::structure_only(|| load(path))
+    super::secret::structure_only(|| crate::redact::collect(|| load_unregistered(path)).0)
 }
 
-/// Loads, parses and validates the config at `path` and every file it includes.
+/// Loads, parses and validates the config at `path` and every file it includes. A valid
+/// config's secrets replace the redaction registry's (`crate::redact`): from now on they
+/// are redacted from every log line, error and status text, in every encoding.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let (config, secrets) = crate::redact::collect(|| load_unregistered(path));
+    if config.is_ok() {
+        crate::redact::replace_config(secrets);
+    }
+    config
+}
+
+fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
+    note_environment_secrets();
     let main = read_source(path).map_err(|message| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -177,6 +189,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         accounts,
         warnings,
     })
+}
+
+/// Secrets the AWS SDK's standard chain reads from the environment (the AWS sink's
+/// credentials): not config values, but a server could echo them all the same.
+fn note_environment_secrets() {
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "VAULT_TOKEN"] {
+        if let Ok(value) = std::env::var(var) {
+            crate::redact::note(var, &value);
+        }
+    }
 }
 
 /// Reads a config file or an include through [`files::read_trusted`] (a regular file that
@@ -537,6 +559,18 @@ fn validate_account(
             }
         }
     }
+    // A `Basic` header carries base64(id:secret): register each pair for redaction.
+    for id in ["username", "client_id"]
+        .iter()
+        .filter_map(|f| vars.0.get(*f))
+    {
+        for secret in ["password", "client_secret", "refresh_token"]
+            .iter()
+            .filter_map(|f| vars.0.get(*f))
+        {
+            crate::redact::note_pair(id.expose_secret(), secret.expose_secret());
+        }
+    }
     for (field, value) in [("base_url", &raw.base_url), ("token_url", &raw.token_url)] {
         if let Some(url) = value {
             // base_url is a prefix that presets append paths to; token_url is used as is
@@ -555,7 +589,10 @@ fn validate_account(
                         }
                     }
                     Err(e) => {
-                        v.error(field, format!("{url:?} is not a URL: {e}"));
+                        v.error(
+                            field,
+                            format!("{} is not a URL: {e}", crate::redact::url_for_message(url)),
+                        );
                         failed = true;
                     }
                 }

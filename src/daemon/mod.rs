@@ -308,7 +308,11 @@ async fn reload(
     let new = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
-            error!(config = %path.display(), "reload failed; keeping the running config:\n{errors}");
+            // One event per error: a record is one line (the log writer keeps it so).
+            for e in &errors.0 {
+                error!(config = %path.display(), "reload failed: {e}");
+            }
+            error!(config = %path.display(), errors = errors.0.len(), "reload failed; keeping the running config");
             crate::observability::metrics::metrics().reload("error");
             return;
         }
@@ -368,6 +372,8 @@ async fn reload(
             }
         }
     }
+    // Removed accounts' tokens need no redaction any more (the registry stays small).
+    crate::redact::retain_accounts(accounts.keys().map(String::as_str));
     crate::observability::metrics::metrics().reload("success");
     info!(
         changes = plan.len(),

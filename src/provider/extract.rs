@@ -69,17 +69,6 @@ impl Response {
     }
 }
 
-/// Replaces every occurrence of a known secret (3+ characters) in `message`.
-pub fn redact<'a>(message: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
-    let mut out = message.to_string();
-    for s in secrets {
-        if s.len() >= 3 && out.contains(s) {
-            out = out.replace(s, "[REDACTED]");
-        }
-    }
-    out
-}
-
 /// Whether `token` may be saved and published (SPEC §4 "Only good tokens are published"):
 /// non-empty, at most [`MAX_TOKEN_LEN`] bytes, and only visible ASCII (0x21..=0x7e), what
 /// an HTTP header value carries without spaces. The error says what is wrong without
@@ -105,7 +94,8 @@ pub fn accept_token(token: &str) -> Result<(), String> {
 /// Classifies `resp` and, on success, extracts the token. `what` names the exchange for
 /// messages (e.g. `login to https://host/path`). Relative lifetimes count from
 /// `requested_at` (the earliest the server can have issued the token); the 2 s minimum
-/// counts from `received_at`.
+/// counts from `received_at`. Messages quote the server's text whole: the caller redacts,
+/// cleans and only then cuts it (`crate::redact::excerpt_with`).
 pub fn interpret(
     resp: &Response,
     spec: &ResponseSpec,
@@ -359,7 +349,7 @@ fn describe_error(v: &Value) -> String {
         other => other,
     };
     if let Value::String(s) = v {
-        return truncate(s);
+        return s.clone();
     }
     let mut parts = Vec::new();
     for key in [
@@ -377,7 +367,7 @@ fn describe_error(v: &Value) -> String {
     if let Some(Value::String(code)) = v.pointer("/extensions/code") {
         parts.push(format!("({code})"));
     }
-    truncate(&parts.join(": "))
+    parts.join(": ")
 }
 
 fn error_is_transient(v: &Value) -> bool {
@@ -411,17 +401,9 @@ fn error_is_transient(v: &Value) -> bool {
     )
 }
 
+/// A non-JSON error body, whole: it is redacted before it is cut (issue 12).
 fn snippet(body: &str) -> String {
-    let text: String = body.chars().filter(|c| !c.is_control()).collect();
-    truncate(text.trim())
-}
-
-fn truncate(s: &str) -> String {
-    if s.chars().count() > 160 {
-        format!("{}…", s.chars().take(160).collect::<String>())
-    } else {
-        s.to_string()
-    }
+    body.trim().to_string()
 }
 
 /// `Retry-After`: delta-seconds or an HTTP date.
@@ -834,11 +816,19 @@ mod tests {
     }
 
     #[test]
-    fn redaction_and_retry_after_dates() {
-        assert_eq!(
-            redact("user pw123 failed", ["pw123", "x"]),
-            "user [REDACTED] failed"
-        );
+    fn error_text_is_whole_and_retry_after_dates_parse() {
+        // The excerpt is cut only after redaction, by the caller.
+        let long = format!("{}secret", "x".repeat(200));
+        let e = run(
+            &Response {
+                status: 400,
+                body: long.clone(),
+                ..Default::default()
+            },
+            &spec(&["/access_token"]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().ends_with(&long), "{e}");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777 - 30);
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),

@@ -7,12 +7,16 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::extract::{self, redact};
+use super::extract;
 use super::template::{self, Vars};
 use super::{Body, Exchange, Obtained, ProviderError, ProviderSpec, Via};
 
 /// Largest response body read (a token response is a few KiB).
 const MAX_BODY: usize = 1 << 20;
+
+/// Characters of an error message kept (after redaction): the exchange, the status and
+/// about 250 characters of what the server said.
+const MAX_MESSAGE: usize = 320;
 
 /// An account's provider, ready to call: the exchange spec plus everything needed to run it.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,10 +108,12 @@ impl Provider {
         vars: &Vars,
         via: Via,
     ) -> Result<Obtained, ProviderError> {
-        // Messages pass through redaction: a server may echo a credential back.
-        self.send(client, exchange, vars, via)
-            .await
-            .map_err(|e| e.map_message(|m| redact(m, vars.secrets())))
+        // Messages pass through redaction, whole, before the cut: a server may echo a
+        // credential back, in any encoding, anywhere in its answer (issue 12). The
+        // account's own values are passed too, in case the registry does not hold them.
+        self.send(client, exchange, vars, via).await.map_err(|e| {
+            e.map_message(|m| crate::redact::excerpt_with(m, vars.secrets(), MAX_MESSAGE))
+        })
     }
 
     async fn send(

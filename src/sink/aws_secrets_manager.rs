@@ -385,19 +385,21 @@ fn check_secret_id(id: &str, create: bool) -> Result<(), String> {
 
 /// An absolute http(s) URL; plain http only to a loopback host (SPEC §4 "TLS").
 fn check_endpoint_url(text: &str) -> Result<(), String> {
-    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    // Quoted without user info or query: they may carry a secret (issue 12).
+    let shown = crate::redact::url_for_message(text);
+    let url = url::Url::parse(text).map_err(|e| format!("{shown} is not a URL: {e}"))?;
     if url.host().is_none() {
-        return Err(format!("{text:?} has no host"));
+        return Err(format!("{shown} has no host"));
     }
     let loopback = crate::provider::http::is_loopback(&url);
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
         "http" => Err(format!(
-            "{text:?} is plain http to a non-loopback host: use https"
+            "{shown} is plain http to a non-loopback host: use https"
         )),
         other => Err(format!(
-            "{text:?} has scheme {other:?}: expected https (or http to loopback)"
+            "{shown} has scheme {other:?}: expected https (or http to loopback)"
         )),
     }
 }
@@ -1021,13 +1023,9 @@ impl AwsSecretsManagerSink {
     /// Belt and braces: no error message may carry the token, whatever a server echoes.
     fn scrub(&self, err: SinkError, doc: &TokenDocument) -> SinkError {
         let token = doc.access_token.expose_secret();
-        let clean = |m: String| {
-            if token.is_empty() {
-                m
-            } else {
-                m.replace(token, "[REDACTED]")
-            }
-        };
+        // The one redaction rule (every registered secret, every encoding, no control
+        // characters), plus the token being written.
+        let clean = |m: String| crate::redact::excerpt_with(&m, [token], usize::MAX);
         match err {
             SinkError::Transient(m) => SinkError::Transient(clean(m)),
             SinkError::Permanent(m) => SinkError::Permanent(clean(m)),

@@ -385,8 +385,11 @@ fn check<T>(v: &mut Validator<'_>, field: &str, result: Result<T, String>) -> Op
 /// to a loopback host, no credentials, query or fragment. The path ends with `/`.
 fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, String> {
     let (text, what) = match (configured, env) {
-        (Some(text), _) => (text, format!("{text:?}")),
-        (None, Some(text)) => (text, format!("$VAULT_ADDR ({text:?})")),
+        (Some(text), _) => (text, crate::redact::url_for_message(text)),
+        (None, Some(text)) => (
+            text,
+            format!("$VAULT_ADDR ({})", crate::redact::url_for_message(text)),
+        ),
         (None, None) => {
             return Err("not set, and $VAULT_ADDR is not set either: \
                         give the server's url, e.g. \"https://vault.example:8200\""

@@ -485,11 +485,9 @@ fn api_error(e: ClientError, unparsed: impl FnOnce(bool) -> ApiError) -> ApiErro
 fn clean_words(errors: &[String]) -> String {
     // "1 error occurred:\n\t* permission denied\n\n" reads better on one line.
     let joined = errors.join("; ");
-    let mut line = joined.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() > MAX_DETAIL {
-        line = line.chars().take(MAX_DETAIL).collect::<String>() + "…";
-    }
-    line
+    let line = joined.split_whitespace().collect::<Vec<_>>().join(" ");
+    // A secret store's text: cleaned and redacted whole, then cut (issue 12).
+    crate::redact::excerpt(&line, MAX_DETAIL)
 }
 
 /// The `errors` array of an error body as [`clean_words`]; empty when there is none (an

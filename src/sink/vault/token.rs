@@ -344,6 +344,11 @@ impl Shared {
     async fn obtain(self: &Arc<Self>) -> Result<SecretString, SinkError> {
         let lease = self.fetch().await?;
         let token = lease.token.clone();
+        // The sink's own Vault token is a secret like any other (issue 12).
+        crate::redact::register(
+            &format!("{}/{}", self.names.account, self.names.label),
+            token.expose_secret(),
+        );
         let mut state = self.lock();
         // Token auth: the source still holds the token we had, so there is nothing newer.
         let stuck = !self.auth.can_login()
@@ -387,6 +392,10 @@ impl Shared {
         let result = match &self.auth {
             Auth::Token { value, base_dir } => {
                 let token = value.resolve(base_dir).map_err(|e| self.unreadable(&e))?;
+                crate::redact::note(
+                    &format!("{}/vault-token", self.names.account),
+                    token.expose_secret(),
+                );
                 self.api.lookup_self(&token).await
             }
             Auth::AppRole {
@@ -399,6 +408,10 @@ impl Shared {
                 let secret_id = secret_id
                     .resolve(base_dir)
                     .map_err(|e| self.unreadable(&e))?;
+                crate::redact::note(
+                    &format!("{}/vault-secret_id", self.names.account),
+                    secret_id.expose_secret(),
+                );
                 self.api.approle_login(mount, &role_id, &secret_id).await
             }
             Auth::Kubernetes {
@@ -420,6 +433,10 @@ impl Shared {
                     ))
                 })?;
                 let jwt = SecretString::from(jwt.trim().to_string());
+                crate::redact::note(
+                    &format!("{}/vault-jwt", self.names.account),
+                    jwt.expose_secret(),
+                );
                 self.api.kubernetes_login(mount, role, &jwt).await
             }
         };
