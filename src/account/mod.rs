@@ -344,27 +344,18 @@ pub async fn publish(
     for r in &results {
         let status = state.sinks.entry(r.label.clone()).or_default();
         let word = match &r.result {
-            Ok(WriteOutcome::Written) => "written",
-            Ok(WriteOutcome::Unchanged) => "unchanged",
-            Ok(WriteOutcome::KeptNewer) => "kept_newer",
+            Ok(outcome) => outcome.as_str(),
             Err(_) => "error",
         };
         m.sink_write(&account.name, &r.label, word);
         match &r.result {
             Ok(outcome) => {
                 status.last_write_ms = Some(now);
-                status.last_outcome = Some(
-                    match outcome {
-                        WriteOutcome::Written => "written",
-                        WriteOutcome::Unchanged => "unchanged",
-                        WriteOutcome::KeptNewer => "kept_newer",
-                    }
-                    .to_string(),
-                );
+                status.last_outcome = Some(outcome.as_str().to_string());
                 status.holds_expires_at_ms = Some(to_ms(doc.expires_at));
                 status.last_error = None;
                 status.last_error_ms = None;
-                info!(account = %account.name, sink = %r.label, outcome = ?outcome, expires_at = %doc.expires_at_rfc3339(), "sink written");
+                info!(account = %account.name, sink = %r.label, outcome = outcome.as_str(), expires_at = %doc.expires_at_rfc3339(), "sink written");
             }
             Err(e) => {
                 status.last_error = Some(e.to_string());

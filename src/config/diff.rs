@@ -28,6 +28,33 @@ pub enum Change {
     },
 }
 
+impl std::fmt::Display for Change {
+    /// Words for the logs: `added`, `removed`, `credentials changed: new login`, or
+    /// `updated: sinks, timing`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Added => f.write_str("added"),
+            Change::Removed => f.write_str("removed"),
+            Change::Credentials => f.write_str("credentials changed: new login"),
+            Change::Update {
+                sinks,
+                timing,
+                settings,
+            } => {
+                let parts: Vec<&str> = [
+                    (*sinks, "sinks"),
+                    (*timing, "timing"),
+                    (*settings, "request settings"),
+                ]
+                .into_iter()
+                .filter_map(|(on, word)| on.then_some(word))
+                .collect();
+                write!(f, "updated: {}", parts.join(", "))
+            }
+        }
+    }
+}
+
 /// The plan: account name and change, for every account that is not unchanged.
 pub fn diff(old: &[&Account], new: &[&Account]) -> Vec<(String, Change)> {
     // Matched through hash maps, not by scanning: a linear search per account made a

@@ -142,11 +142,12 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        let mut reload_now = false;
+        // Why a reload happens now, for its log lines (SIGHUP or a file change).
+        let mut reload_now: Option<&'static str> = None;
         tokio::select! {
             control = control_rx.recv() => match control {
                 Some(Control::Shutdown) | None => break,
-                Some(Control::Reload) => reload_now = true,
+                Some(Control::Reload) => reload_now = Some("SIGHUP"),
                 Some(Control::FileChanged) => {
                     reload_at = Some(tokio::time::Instant::now() + DEBOUNCE);
                 }
@@ -157,7 +158,7 @@ pub async fn run(
                     }
                 }
             },
-            () = reload_sleep => reload_now = true,
+            () = reload_sleep => reload_now = Some("config file changed"),
             () = watchdog_wait => sd_notify(&[NotifyState::Watchdog]),
             () = board.changed.notified() => {
                 if !ready_sent && !board.in_first_round() {
@@ -183,7 +184,7 @@ pub async fn run(
                 last_status = (status, tokio::time::Instant::now());
             }
         }
-        if reload_now {
+        if let Some(trigger) = reload_now {
             reload_at = None;
             // RELOADING=1 … READY=1 only once READY=1 was sent: before that, READY=1
             // still waits for the first round (SPEC §4), which a reload must not cut short.
@@ -193,6 +194,7 @@ pub async fn run(
                 sd_notify(&states);
             }
             reload(
+                trigger,
                 &path,
                 &daemon_settings,
                 &mut accounts,
@@ -296,6 +298,7 @@ async fn stop(
 }
 
 async fn reload(
+    trigger: &str,
     path: &Path,
     settings: &config::Daemon,
     accounts: &mut BTreeMap<String, AccountHandle>,
@@ -310,9 +313,9 @@ async fn reload(
         Err(errors) => {
             // One event per error: a record is one line (the log writer keeps it so).
             for e in &errors.0 {
-                error!(config = %path.display(), "reload failed: {e}");
+                error!(config = %path.display(), trigger, "reload failed: {e}");
             }
-            error!(config = %path.display(), errors = errors.0.len(), "reload failed; keeping the running config");
+            error!(config = %path.display(), trigger, errors = errors.0.len(), "reload failed; keeping the running config");
             crate::observability::metrics::metrics().reload("error");
             return;
         }
@@ -335,7 +338,7 @@ async fn reload(
         .map(|a| (a.name.clone(), a))
         .collect();
     for (name, change) in &plan {
-        info!(account = %name, change = ?change, "reload");
+        info!(account = %name, change = %change, trigger, "reload");
         match change {
             Change::Removed => stop(accounts, name, board, svc).await,
             Change::Added => {

@@ -97,6 +97,17 @@ pub enum WriteOutcome {
     KeptNewer,
 }
 
+impl WriteOutcome {
+    /// `written`, `unchanged` or `kept_newer`: the word in logs, metrics and `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteOutcome::Written => "written",
+            WriteOutcome::Unchanged => "unchanged",
+            WriteOutcome::KeptNewer => "kept_newer",
+        }
+    }
+}
+
 /// Why a sink write failed. Messages name the sink (path, mount, secret id), never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

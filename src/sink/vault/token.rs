@@ -359,7 +359,7 @@ impl Shared {
         tracing::info!(
             account = %self.names.account,
             sink = %self.names.label,
-            ttl = ?lease.ttl,
+            ttl = %humantime::format_duration(lease.ttl),
             renewable = lease.renewable,
             "{} succeeded",
             if self.auth.can_login() { "vault login" } else { "vault token lookup" },
@@ -496,7 +496,7 @@ impl Shared {
                         tracing::debug!(
                             account = %self.names.account,
                             sink = %self.names.label,
-                            ttl = ?lease.ttl,
+                            ttl = %humantime::format_duration(lease.ttl),
                             capped = held.capped,
                             "vault token renewed"
                         );
