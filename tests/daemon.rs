@@ -1071,7 +1071,7 @@ fn reload_touches_only_the_accounts_that_changed() {
         ),
     );
     d.wait_for_log("config reloaded", WAIT);
-    d.wait_for_log("settings: true", WAIT);
+    d.wait_for_log("request settings", WAIT);
     let gone_requests = emu_short.stats(Provider::Funcional).requests;
     // Added: started.
     wait_for_file(&s.sink("added"));

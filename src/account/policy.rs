@@ -346,7 +346,12 @@ fn fresh_plan(facts: &Facts, timing: &Timing, samples: Samples) -> Option<Decisi
         return None;
     }
     let earliest = schedule::refresh_due(obtained_at, expires_at, timing, -1.0);
-    let latest = schedule::refresh_due(obtained_at, expires_at, timing, 1.0);
+    // Plans are saved rounded up to the millisecond and times truncated to it: a saved
+    // plan may lie up to 1 ms past the range recomputed from the saved times.
+    let latest = add(
+        schedule::refresh_due(obtained_at, expires_at, timing, 1.0),
+        Duration::from_millis(1),
+    );
     let at = facts
         .planned
         .filter(|p| (earliest..=latest).contains(p))

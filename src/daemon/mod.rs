@@ -20,7 +20,7 @@ use sd_notify::NotifyState;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::account::Services;
 use crate::account::task::AccountTask;
@@ -193,8 +193,8 @@ pub async fn run(
                 states.extend(NotifyState::monotonic_usec_now().ok());
                 sd_notify(&states);
             }
+            // Every line the reload logs carries its trigger (the span's field).
             reload(
-                trigger,
                 &path,
                 &daemon_settings,
                 &mut accounts,
@@ -203,6 +203,7 @@ pub async fn run(
                 &board,
                 &mut watcher,
             )
+            .instrument(tracing::info_span!("reload", trigger))
             .await;
             if ready_sent {
                 sd_notify(&[NotifyState::Ready]);
@@ -298,7 +299,6 @@ async fn stop(
 }
 
 async fn reload(
-    trigger: &str,
     path: &Path,
     settings: &config::Daemon,
     accounts: &mut BTreeMap<String, AccountHandle>,
@@ -313,9 +313,9 @@ async fn reload(
         Err(errors) => {
             // One event per error: a record is one line (the log writer keeps it so).
             for e in &errors.0 {
-                error!(config = %path.display(), trigger, "reload failed: {e}");
+                error!(config = %path.display(), "reload failed: {e}");
             }
-            error!(config = %path.display(), trigger, errors = errors.0.len(), "reload failed; keeping the running config");
+            error!(config = %path.display(), errors = errors.0.len(), "reload failed; keeping the running config");
             crate::observability::metrics::metrics().reload("error");
             return;
         }
@@ -338,7 +338,7 @@ async fn reload(
         .map(|a| (a.name.clone(), a))
         .collect();
     for (name, change) in &plan {
-        info!(account = %name, change = %change, trigger, "reload");
+        info!(account = %name, change = %change, "reload");
         match change {
             Change::Removed => stop(accounts, name, board, svc).await,
             Change::Added => {

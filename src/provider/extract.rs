@@ -112,7 +112,7 @@ pub fn interpret(
             .as_ref()
             .map(describe_error)
             .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| snippet(&resp.body));
+            .unwrap_or_else(|| snippet(&resp.body, resp.header("content-type")));
         let message = format!(
             "{what}: HTTP {status}{}{detail}",
             if detail.is_empty() { "" } else { ": " }
@@ -360,11 +360,19 @@ fn describe_error(v: &Value) -> String {
         "error_description",
         "detail",
     ] {
-        if let Some(Value::String(s)) = v.get(key) {
-            parts.push(s.clone());
+        // Each thing once: servers often repeat one text in `error` and `message`.
+        if let Some(Value::String(s)) = v.get(key)
+            && !s.trim().is_empty()
+            && !parts
+                .iter()
+                .any(|p: &String| p.eq_ignore_ascii_case(s.trim()))
+        {
+            parts.push(s.trim().to_string());
         }
     }
-    if let Some(Value::String(code)) = v.pointer("/extensions/code") {
+    if let Some(Value::String(code)) = v.pointer("/extensions/code")
+        && !parts.iter().any(|p| p == code)
+    {
         parts.push(format!("({code})"));
     }
     parts.join(": ")
@@ -401,9 +409,40 @@ fn error_is_transient(v: &Value) -> bool {
     )
 }
 
-/// A non-JSON error body, whole: it is redacted before it is cut (issue 12).
-fn snippet(body: &str) -> String {
-    body.trim().to_string()
+/// A non-JSON error body in a few words. Plain text is quoted whole (it is redacted before
+/// it is cut, issue 12); an HTML page (a proxy's error page) is summarised, never pasted:
+/// its size and its `<title>` (issue 13). A body that only repeats the status text says
+/// nothing more and is left out.
+fn snippet(body: &str, content_type: Option<&str>) -> String {
+    let text = body.trim();
+    let html = content_type.is_some_and(|c| c.to_ascii_lowercase().contains("html"))
+        || text.starts_with('<');
+    if html {
+        let lower = text.to_ascii_lowercase();
+        let title = lower
+            .find("<title>")
+            .map(|start| start + "<title>".len())
+            .and_then(|start| {
+                lower[start..]
+                    .find("</title>")
+                    .map(|end| (start, start + end))
+            })
+            .map(|(start, end)| {
+                text[start..end]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|t| !t.is_empty());
+        return match title {
+            Some(title) => format!("an HTML page ({} bytes) titled {title:?}", body.len()),
+            None => format!("an HTML page ({} bytes)", body.len()),
+        };
+    }
+    match text.split_once('\n') {
+        Some((first, _)) => format!("{} ({} bytes in all)", first.trim(), body.len()),
+        None => text.to_string(),
+    }
 }
 
 /// `Retry-After`: delta-seconds or an HTTP date.
@@ -761,6 +800,30 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn error_bodies_say_each_thing_once_and_html_is_summarised() {
+        let s = spec(&["/access_token"]);
+        let resp = |body: &str, ctype: &str| Response {
+            status: 502,
+            body: body.into(),
+            headers: vec![("content-type".into(), ctype.into())],
+            cookies: vec![],
+        };
+        #[rustfmt::skip]
+        let rows = [
+            (r#"{"error":"Client authentication failed","message":"Client authentication failed"}"#, "application/json",
+             "login: HTTP 502: Client authentication failed"),
+            ("<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
+             "text/html", "login: HTTP 502: an HTML page (136 bytes) titled \"502 Bad Gateway\""),
+            ("<!DOCTYPE html><p>down</p>", "text/plain", "login: HTTP 502: an HTML page (26 bytes)"),
+            ("upstream timed out\nat 10.0.0.1\n", "text/plain", "login: HTTP 502: upstream timed out (31 bytes in all)"),
+        ];
+        for (body, ctype, expected) in rows {
+            let e = run(&resp(body, ctype), &s).unwrap_err();
+            assert_eq!(e.to_string(), expected);
+        }
     }
 
     #[test]
