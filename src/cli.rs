@@ -113,10 +113,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|s| format!(", and on cron {s:?} (UTC)"))
                 .unwrap_or_default(),
-            if a.provider.can_refresh() {
-                "refresh token first, login on rejection"
-            } else {
-                "by logging in again"
+            // What the daemon really does (its first call is always a login).
+            match (a.provider.can_refresh(), a.provider.rotates()) {
+                (true, true) => {
+                    "log in, then refresh with the rotating refresh token each answer brings (log in again when it is rejected)"
+                }
+                (true, false) => {
+                    "log in, then refresh with the refresh token it returns (log in again when it is rejected)"
+                }
+                (false, _) => "log in again each time",
             }
         )?;
         if a.sinks.is_empty() {

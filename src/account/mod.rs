@@ -360,8 +360,10 @@ pub async fn publish(
             Err(e) => {
                 status.last_error = Some(e.to_string());
                 status.last_error_ms = Some(now);
+                // Whether and when it is retried is the caller's to say (the daemon's task
+                // logs its wait; `once` does not retry).
                 if e.is_transient() {
-                    warn!(account = %account.name, sink = %r.label, error = %e, "sink write failed; will retry");
+                    warn!(account = %account.name, sink = %r.label, error = %e, "sink write failed (transient)");
                 } else {
                     tracing::error!(account = %account.name, sink = %r.label, error = %e, "sink write failed; needs attention");
                 }

@@ -196,6 +196,7 @@ impl AccountTask {
                                         &self.account.retry,
                                         rand::random(),
                                     );
+                                    info!(account = %name, sink = %r.label, retry_in = %human(wait), "sink write will be retried");
                                     pending.insert(
                                         r.index,
                                         PendingSink {
