@@ -663,6 +663,43 @@ fn status_and_token_work_from_a_shell_without_the_secrets_and_say_whether_a_daem
 }
 
 #[test]
+fn a_secret_file_in_a_subdirectory_is_watched() {
+    // Proves (issue 13): a `{ file = "secrets/pw" }` below the config's directory is
+    // watched like the config: rewriting it reloads (and a changed password is a
+    // credentials change: a new login).
+    let emu = emulator(LONG);
+    let s = Setup::new("secret-watch");
+    let secret = s.dir.join("secrets/pw");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    write_private(&secret, PASSWORD);
+    let keys = format!(
+        "base_url = \"{}\"\nusername = \"{USERNAME}\"\npassword = {{ file = \"secrets/pw\" }}\n",
+        emu.base_url(Provider::Pontotel)
+    );
+    s.write_config(&format!(
+        "{}{}",
+        s.header(""),
+        account_with(
+            "p",
+            Provider::Pontotel,
+            &keys,
+            "",
+            &file_sink(&s.sink("p"), "json")
+        )
+    ));
+    let mut d = s.start_ready();
+    assert_eq!(emu.stats(Provider::Pontotel).logins, 1);
+    write_private(&secret, &format!("{PASSWORD}\n"));
+    d.wait_for_log("config reloaded", WAIT);
+    assert!(
+        d.log_lines("config reloaded")[0].contains("config file changed"),
+        "{}",
+        d.output()
+    );
+    stop(&mut d);
+}
+
+#[test]
 fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
     // Proves crash safety of rotating refresh tokens: across SIGKILLs at random points
     // (and one while a refresh is certainly in flight) the daemon never presents a spent

@@ -185,6 +185,37 @@ fn location(at: &SinkAt) -> (usize, usize) {
 /// Warnings for the secret files of account `raw` that group or others can read (SPEC §3;
 /// issue 12). Not an error: a root-owned file readable by a trusted group is a valid setup.
 pub fn readable_secret_files(raw: &AccountConfig, base_dir: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (field, value) in secret_values(raw) {
+        let Some(path) = value.file_path(base_dir) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_file() && mode & 0o044 != 0 {
+            warnings.push(format!(
+                "account {:?} {field}: secret file {} is readable by group or others (mode {mode:04o}): chmod 600",
+                raw.name,
+                path.display()
+            ));
+        }
+    }
+    warnings
+}
+
+/// The files an account's `{ file = … }` / `{ credential = … }` secrets are read from: the
+/// reload watcher watches them like config files (a rotated password file is a reload).
+pub fn secret_files(raw: &AccountConfig, base_dir: &Path) -> Vec<std::path::PathBuf> {
+    secret_values(raw)
+        .into_iter()
+        .filter_map(|(_, value)| value.file_path(base_dir))
+        .collect()
+}
+
+/// Every secret value of an account, named by its field.
+fn secret_values(raw: &AccountConfig) -> Vec<(String, &SecretValueConfig)> {
     let mut values: Vec<(String, &SecretValueConfig)> = [
         ("username", &raw.username),
         ("password", &raw.password),
@@ -212,24 +243,7 @@ pub fn readable_secret_files(raw: &AccountConfig, base_dir: &Path) -> Vec<String
             }
         }
     }
-    let mut warnings = Vec::new();
-    for (field, value) in values {
-        let Some(path) = value.file_path(base_dir) else {
-            continue;
-        };
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        let mode = meta.permissions().mode() & 0o7777;
-        if meta.is_file() && mode & 0o044 != 0 {
-            warnings.push(format!(
-                "account {:?} {field}: secret file {} is readable by group or others (mode {mode:04o}): chmod 600",
-                raw.name,
-                path.display()
-            ));
-        }
-    }
-    warnings
+    values
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ pub const DEFAULT_PATH: &str = "/etc/tokend/tokend.toml";
 pub struct Config {
     /// The main file.
     pub path: PathBuf,
-    /// Every file read (main file first, then includes), for the reload watcher.
+    /// Every file read (main file first, then includes, then secret files), for the
+    /// reload watcher.
     pub files: Vec<PathBuf>,
     /// Directories the include globs point into (watched for new files).
     pub include_dirs: Vec<PathBuf>,

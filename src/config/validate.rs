@@ -142,6 +142,7 @@ fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
     let mut accounts = Vec::new();
     let mut seen: HashMap<String, (Arc<Source>, usize)> = HashMap::new();
     let mut sink_paths = checks::SinkPaths::default();
+    let mut secret_files = Vec::new();
     for (source, file) in &files {
         let mut literal_fields = Vec::new();
         for (index, raw) in file.account.iter().enumerate() {
@@ -169,6 +170,7 @@ fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
             }
             sink_paths.add(&mut problems, source, index, raw);
             warnings.extend(checks::readable_secret_files(raw, source.dir()));
+            secret_files.extend(checks::secret_files(raw, source.dir()));
         }
         if !literal_fields.is_empty() && readable_by_others(&source.path) {
             warnings.push(format!(
@@ -183,7 +185,11 @@ fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
     }
     Ok(Config {
         path: main.path.clone(),
-        files: files.iter().map(|(s, _)| s.path.clone()).collect(),
+        files: files
+            .iter()
+            .map(|(s, _)| s.path.clone())
+            .chain(secret_files)
+            .collect(),
         include_dirs,
         daemon,
         accounts,
