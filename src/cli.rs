@@ -419,9 +419,11 @@ fn status_row(
     let next =
         state.map(|s| policy::planned_attempt(&account::facts(s, now, None), &a.timing, &a.retry));
     let valid = token.is_some_and(|t| from_ms(t.expires_at_ms) > now);
+    let superseded = state.is_some_and(|s| s.superseded);
     let label = match (token, valid, stale) {
         (_, _, true) => "stale",
         (None, _, _) => "none",
+        (Some(_), true, _) if superseded => "superseded",
         (Some(_), true, _) => "valid",
         (Some(_), false, _) => "expired",
     };

@@ -198,6 +198,10 @@ pub struct AccountState {
     /// Consecutive failed attempts.
     #[serde(default)]
     pub failures: u32,
+    /// The held token was obtained with credentials that have since changed: it is still
+    /// served, and a login is due at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
     /// The kind of the last failure while `failures > 0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<FailureKind>,
@@ -258,6 +262,22 @@ impl AccountState {
             accept(rt.0.expose_secret()).map_err(|m| format!("the refresh token {m}"))?;
         }
         Ok(())
+    }
+
+    /// What is left of this state once the credentials changed: the access token, still
+    /// served (issue 13: a credentials edit must not hide a valid token), marked
+    /// `superseded` so a login follows at once; nothing tied to the old credentials (the
+    /// refresh token, failures, the plan).
+    pub fn superseded_by(self, fingerprint: &Fingerprint) -> AccountState {
+        AccountState {
+            token: self.token,
+            superseded: true,
+            last_success_ms: self.last_success_ms,
+            logins: self.logins,
+            refreshes: self.refreshes,
+            sinks: self.sinks,
+            ..AccountState::new(&self.account, &self.provider, &fingerprint.current)
+        }
     }
 
     /// The access token if it is still valid at `now`.
@@ -507,10 +527,18 @@ impl StateStore {
         }
         match self.read(account) {
             Ok(None) => (None, None),
-            Ok(Some(s)) if !fingerprint.matches(&s.fingerprint) => (
-                None,
-                Some("provider settings or credentials changed; discarding the saved token".into()),
-            ),
+            Ok(Some(s)) if !fingerprint.matches(&s.fingerprint) => {
+                let valid = s.valid_token(SystemTime::now()).is_some();
+                let why = if valid {
+                    "provider settings or credentials changed: the saved token is served until a new login succeeds or it expires (superseded)"
+                } else {
+                    "provider settings or credentials changed; discarding the saved state"
+                };
+                (
+                    valid.then(|| s.superseded_by(fingerprint)),
+                    Some(why.into()),
+                )
+            }
             Ok(Some(mut s)) => {
                 // Saved under the legacy alias: carry on under the current fingerprint.
                 s.fingerprint = fingerprint.current.clone();

@@ -700,6 +700,72 @@ fn a_secret_file_in_a_subdirectory_is_watched() {
 }
 
 #[test]
+fn a_credentials_edit_keeps_the_valid_token_served_until_a_new_login_succeeds() {
+    // Proves (issue 13): an edit of the credentials logs in again at once, but until that
+    // login succeeds the still-valid token stays in the sinks, in the state and in
+    // `status` (as "superseded"), instead of `status` showing "none" while the sink holds it.
+    let emu = emulator(LONG);
+    let s = Setup::new("superseded");
+    let with_password = |password: &str| {
+        let keys = format!(
+            "base_url = \"{}\"\nusername = \"{USERNAME}\"\npassword = \"{password}\"\n",
+            emu.base_url(Provider::Pontotel)
+        );
+        format!(
+            "{}{}",
+            s.header(""),
+            account_with(
+                "p",
+                Provider::Pontotel,
+                &keys,
+                "",
+                &file_sink(&s.sink("p"), "json")
+            )
+        )
+    };
+    s.write_config(&with_password(PASSWORD));
+    let mut d = s.start_ready();
+    let token = sink_token(&s.sink("p")).expect("a token");
+    emu.reject_credentials(Provider::Pontotel, true);
+    s.write_config(&with_password("a-new-password"));
+    d.wait_for_log("credentials rejected by the provider", WAIT);
+    assert_eq!(
+        emu.stats(Provider::Pontotel).logins,
+        2,
+        "one new login at once"
+    );
+    assert_eq!(
+        sink_token(&s.sink("p")),
+        Some(token.clone()),
+        "the sink keeps the token"
+    );
+    assert_eq!(
+        s.state_of("p").expect("state")["token"]["access_token"],
+        token.as_str()
+    );
+    let status = run_cmd(tokend_cmd(&[
+        "-c",
+        &s.config.display().to_string(),
+        "status",
+        "--json",
+    ]));
+    let doc: Value = serde_json::from_str(&status.stdout).expect("json");
+    assert_eq!(
+        doc["accounts"][0]["state"], "superseded",
+        "{}",
+        status.stdout
+    );
+    // A credentials change ends the rejected wait at once: the right password again
+    // logs in and replaces the superseded token.
+    emu.reject_credentials(Provider::Pontotel, false);
+    s.write_config(&with_password(PASSWORD));
+    wait_for("a new token after the second edit", WAIT, || {
+        sink_token(&s.sink("p")).is_some_and(|t| t != token)
+    });
+    stop(&mut d);
+}
+
+#[test]
 fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
     // Proves crash safety of rotating refresh tokens: across SIGKILLs at random points
     // (and one while a refresh is certainly in flight) the daemon never presents a spent

@@ -63,6 +63,8 @@ pub fn load_state(account: &Account, store: &StateStore) -> AccountState {
     if let Some(why) = why {
         warn!(account = %account.name, "{why}");
     }
+    // A token of another provider is no token for this one.
+    let state = state.filter(|s| s.provider == account.provider.name);
     let mut state = state.unwrap_or_else(|| {
         AccountState::new(&account.name, &account.provider.name, &account.fingerprint)
     });
@@ -170,6 +172,7 @@ pub fn facts(state: &AccountState, now: SystemTime, since_last_request: Option<D
             .as_ref()
             .map(|t| (from_ms(t.obtained_at_ms), from_ms(t.expires_at_ms))),
         failures: state.failures,
+        superseded: state.superseded,
         last_failure: state.last_failure.filter(|_| state.failures > 0),
         planned: state.next_refresh_ms.map(from_ms),
     }
@@ -279,6 +282,7 @@ fn apply(state: &mut AccountState, o: &Obtained) {
         (None, Via::Refresh) => {}
     }
     state.refresh_in_flight = false;
+    state.superseded = false;
     state.last_success_ms = Some(to_ms(SystemTime::now()));
     state.last_error = None;
     state.last_error_ms = None;

@@ -50,6 +50,8 @@ pub struct Facts {
     pub token: Option<(SystemTime, SystemTime)>,
     /// Consecutive failed attempts, including the one an [`Event::Failed`] reports.
     pub failures: u32,
+    /// The held token was obtained with credentials that have since changed.
+    pub superseded: bool,
     /// The kind of the last failure, if the last attempt failed.
     pub last_failure: Option<FailureKind>,
     /// The attempt planned by the previous decision (saved as `next_refresh_ms`).
@@ -133,6 +135,8 @@ pub enum Reason {
     Nudge,
     /// No usable token is held.
     NoToken,
+    /// The credentials changed: the held token is served until a new login succeeds.
+    Superseded,
     /// A request started less than 1 s ago.
     Spacing,
     /// Exponential backoff after a transient failure.
@@ -157,6 +161,7 @@ impl fmt::Display for Reason {
             Reason::Cron => "cron schedule",
             Reason::Nudge => "SIGUSR1",
             Reason::NoToken => "no valid token held",
+            Reason::Superseded => "credentials changed: new login",
             Reason::Spacing => "at least 1s between requests",
             Reason::Backoff => "backoff",
             Reason::RetryAfter => "the server's Retry-After",
@@ -222,6 +227,8 @@ pub fn decide(
         }
         Event::Start => match hold(facts, retry) {
             Some(d) => d,
+            // New credentials: log in now (the old token is served meanwhile).
+            None if facts.superseded => request(Reason::Superseded),
             None => match fresh_plan(facts, timing, samples) {
                 Some(d) => d,
                 None => request(Reason::NoToken),

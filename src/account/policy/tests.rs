@@ -29,6 +29,7 @@ fn idle() -> Facts {
         since_last_request: None,
         token: None,
         failures: 0,
+        superseded: false,
         last_failure: None,
         planned: None,
     }
@@ -80,6 +81,9 @@ fn each_rule_as_a_table_row() {
         ("start: a saved plan the timing could not have drawn is drawn again",
          Facts { token: Some((at(-100.0), at(3500.0))), planned: Some(at(10.0)), ..idle() },
          Event::Start, Wait, at(2600.0), Reason::RefreshAhead),
+        ("start: new credentials log in at once while the old token is served",
+         Facts { token: Some((at(-100.0), at(3500.0))), planned: Some(at(2600.0)), superseded: true, ..idle() },
+         Event::Start, Request, at(0.0), Reason::Superseded),
         ("start: an expired token means a request now",
          Facts { token: Some((at(-3600.0), at(-1.0))), ..idle() },
          Event::Start, Request, at(0.0), Reason::NoToken),
