@@ -168,3 +168,191 @@ fn metrics_parse_and_readyz_follows_token_validity() {
         );
     }
 }
+
+/// Every `name{labels} value` sample of an exposition, parsed by prometheus_client.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nfor f in p(sys.stdin.read()):\n    for s in f.samples:\n        print(s.name + '{' + ','.join(k + '=' + v for k, v in sorted(s.labels.items())) + '}', s.value)\n";
+    let mut child = std::process::Command::new(tool("python"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition does not parse:\n{text}"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// The value of the one sample whose name and labels contain every part of `want`.
+fn value(samples: &[(String, f64)], want: &[&str]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(k, _)| want.iter().all(|w| k.contains(w)))
+        .map(|(_, v)| *v)
+}
+
+/// The alert rules of docs/OPERATIONS.md: (name, expr).
+fn alert_rules() -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md"))
+        .expect("docs/OPERATIONS.md");
+    let mut rules = Vec::new();
+    let mut name = None;
+    for line in doc.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("- alert: ") {
+            name = Some(n.to_string());
+        } else if let Some(expr) = line.strip_prefix("expr: ") {
+            let n = name.take().expect("an expr belongs to an alert");
+            rules.push((n, expr.to_string()));
+        }
+    }
+    rules
+}
+
+#[test]
+fn every_alert_rule_is_seen_moving_the_way_it_expects() {
+    // Proves (issue 13): each alert of docs/OPERATIONS.md watches a series that exists from
+    // the first scrape (a counter that appeared at 1 would show no increase(), and the
+    // alert would never fire on the first failure), and the real daemon moves it the way
+    // the rule expects when its fault happens: rejected credentials, any failed refresh,
+    // a failing sink, an invalid reload, a token expiring soon and an expired one.
+    let rules = alert_rules();
+    let names: Vec<&str> = rules.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "TokendTokenExpiringSoon",
+            "TokendTokenExpired",
+            "TokendRefreshFailing",
+            "TokendCredentialsRejected",
+            "TokendSinkWriteFailing",
+            "TokendReloadFailed",
+            "TokendDown",
+        ],
+        "an alert was added or renamed: show it here too"
+    );
+    let long = Emulator::start(Options {
+        access_lifetime: Duration::from_secs(3600),
+        ..Options::default()
+    })
+    .unwrap();
+    let short = Emulator::start(Options {
+        access_lifetime: Duration::from_secs(4),
+        ..Options::default()
+    })
+    .unwrap();
+    let dir = TestDir::new("alerts");
+    let port = free_port();
+    let account = |name: &str, emu: &Emulator, sink: &str| {
+        format!(
+            "[[account]]\nname = \"{name}\"\nprovider = \"pontotel\"\nbase_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n[[account.sink]]\ntype = \"file\"\npath = \"{sink}\"\n",
+            emu.base_url(Provider::Pontotel),
+            emulator::USERNAME,
+            emulator::PASSWORD
+        )
+    };
+    let config = format!(
+        "[daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\nlisten = \"127.0.0.1:{port}\"\n[daemon.retry]\nmax_expired = \"1s\"\n\n{}{}",
+        account("steady", &long, "out/steady.token"),
+        account("brief", &short, "brief.token")
+    );
+    let cfg = dir.write("tokend.toml", &config);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = dir.join("tokend.log");
+    let mut cmd = tokend_cmd(&["-c", cfg.to_str().unwrap(), "run"]);
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let daemon = Daemon {
+        child: cmd.spawn().unwrap(),
+        log: log.clone(),
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("readyz 200", Duration::from_secs(20), || {
+        get(&format!("{base}/readyz")).0 == 200
+    });
+    let scrape = || samples(&get(&format!("{base}/metrics")).2);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let first = scrape();
+    // Present at 0 from the first scrape: the series every increase() alert watches.
+    let rejected = ["tokend_refresh_total{", "account=steady", "result=rejected"];
+    let transient = ["tokend_refresh_total{", "account=brief", "result=transient"];
+    let sink_error = ["tokend_sink_write_total{", "account=steady", "result=error"];
+    let reload_error = ["tokend_config_reload_total{", "result=error"];
+    for series in [&rejected[..], &transient, &sink_error, &reload_error] {
+        assert_eq!(
+            value(&first, series),
+            Some(0.0),
+            "{series:?} at the first scrape"
+        );
+    }
+    assert_eq!(value(&first, &["tokend_build_info{"]), Some(1.0));
+    // TokendTokenExpiringSoon: expiry - time() < 300 holds for the 4 s token, not the 1 h one.
+    let expiry = |s: &[(String, f64)], a: &str| {
+        value(
+            s,
+            &[
+                "tokend_token_expiry_timestamp_seconds{",
+                &format!("account={a}"),
+            ],
+        )
+        .expect("expiry gauge")
+    };
+    assert!(expiry(&first, "brief") - now() < 300.0);
+    assert!(expiry(&first, "steady") - now() >= 300.0);
+    let usr1 = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap()
+    };
+    // TokendSinkWriteFailing: the sink's directory becomes a file; SIGUSR1 brings a new
+    // token that cannot be written.
+    std::fs::remove_dir_all(dir.join("out")).unwrap();
+    std::fs::write(dir.join("out"), "not a directory").unwrap();
+    usr1();
+    wait_for("sink error counted", Duration::from_secs(20), || {
+        value(&scrape(), &sink_error) >= Some(1.0)
+    });
+    // TokendCredentialsRejected and TokendRefreshFailing: a rejected login.
+    long.reject_credentials(Provider::Pontotel, true);
+    long.revoke_all(Provider::Pontotel);
+    usr1();
+    wait_for("rejected counted", Duration::from_secs(20), || {
+        value(&scrape(), &rejected) >= Some(1.0)
+    });
+    // TokendReloadFailed: an invalid edit.
+    std::fs::write(&cfg, config.replace("[daemon]", "[daemon]\nbogus = 1")).unwrap();
+    wait_for("reload error counted", Duration::from_secs(20), || {
+        value(&scrape(), &reload_error) >= Some(1.0)
+    });
+    // TokendTokenExpired and TokendRefreshFailing: the 4 s token's provider goes down.
+    short.set_random_faults(Provider::Pontotel, 1.0, vec![Fault::Status(503)]);
+    wait_for(
+        "an expired token in the gauge",
+        Duration::from_secs(20),
+        || {
+            let s = scrape();
+            expiry(&s, "brief") - now() < 0.0 && value(&s, &transient) >= Some(1.0)
+        },
+    );
+    drop(daemon);
+}
