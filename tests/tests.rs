@@ -15,6 +15,7 @@ mod listener;
 mod metrics;
 mod oauth2_real;
 mod oauth_server_smoke;
+mod operator;
 mod packaging;
 mod providers;
 mod redaction;
