@@ -211,7 +211,7 @@ async fn once_account(account: &config::Account, svc: &Services) -> bool {
         (Action::Wait, reason) => {
             // A rejected-credentials wait holds for `once` too: a provider that locks
             // accounts after a few failed logins must not see one per invocation.
-            tracing::error!(account = %name, next_attempt = %rfc3339(start.next), why = %reason, last_error = state.last_error.as_deref().unwrap_or(""), "not asking the provider again yet; change the credentials to retry at once");
+            tracing::error!(account = %name, next_attempt = %rfc3339(start.next), why = %reason.as_str(), last_error = state.last_error.as_deref().unwrap_or(""), "not asking the provider again yet; change the credentials to retry at once");
         }
         (Action::Request, _) => {
             let mut attempts = 0;
@@ -220,18 +220,18 @@ async fn once_account(account: &config::Account, svc: &Services) -> bool {
                 attempts += 1;
                 match &attempt.result {
                     Ok(o) => {
-                        tracing::info!(account = %name, via = o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = o.expiry_source, "token obtained");
+                        tracing::info!(account = %name, via = %o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = %o.expiry_source, "token obtained");
                         break;
                     }
                     Err(e) => {
                         let now = SystemTime::now();
                         match policy::once_retry(&attempt.decision, now, attempts) {
                             Some(wait) => {
-                                tracing::warn!(account = %name, error = %e, retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs().max(1))), why = %attempt.decision.reason, "attempt failed");
+                                tracing::warn!(account = %name, error = %e, retry_in = %policy::wait_text(wait), why = %attempt.decision.reason.as_str(), "attempt failed");
                                 tokio::time::sleep(wait).await;
                             }
                             None => {
-                                tracing::error!(account = %name, kind = e.kind(), error = %e, "cannot obtain a token");
+                                tracing::error!(account = %name, kind = %e.kind(), error = %e, "cannot obtain a token");
                                 break;
                             }
                         }

@@ -359,7 +359,7 @@ pub async fn publish(
                 status.holds_expires_at_ms = Some(to_ms(doc.expires_at));
                 status.last_error = None;
                 status.last_error_ms = None;
-                info!(account = %account.name, sink = %r.label, outcome = outcome.as_str(), expires_at = %doc.expires_at_rfc3339(), "sink written");
+                info!(account = %account.name, sink = %r.label, outcome = %outcome.as_str(), expires_at = %doc.expires_at_rfc3339(), "sink written");
             }
             Err(e) => {
                 status.last_error = Some(e.to_string());

@@ -153,6 +153,35 @@ pub enum Reason {
     Misconfigured,
 }
 
+impl Reason {
+    /// One lower-case word for log fields (`why=backoff`); the `Display` text explains it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RefreshAhead => "refresh_ahead",
+            Reason::Due => "due",
+            Reason::Cron => "cron",
+            Reason::Nudge => "sigusr1",
+            Reason::NoToken => "no_token",
+            Reason::Superseded => "superseded",
+            Reason::Spacing => "spacing",
+            Reason::Backoff => "backoff",
+            Reason::RetryAfter => "retry_after",
+            Reason::BeforeExpiry => "before_expiry",
+            Reason::Expired => "expired",
+            Reason::Rejected => "rejected",
+            Reason::Misconfigured => "misconfigured",
+        }
+    }
+}
+
+/// A wait as logged: seconds to the millisecond without spaces (`3.996s`, `300s`), so a
+/// log field holds exactly the wait the task uses and reads as one token.
+pub fn wait_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+    format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -72,7 +72,7 @@ impl AccountTask {
                 info!(account = %name, expires_at = %expiry_text(&state), next_refresh = %rfc3339(start.next), "reusing the saved token");
             }
             (Action::Wait, reason) => {
-                warn!(account = %name, next_attempt = %rfc3339(start.next), reason = %reason, last_error = state.last_error.as_deref().unwrap_or(""), "waiting before asking the provider again");
+                warn!(account = %name, next_attempt = %rfc3339(start.next), why = %reason.as_str(), last_error = state.last_error.as_deref().unwrap_or(""), "waiting before asking the provider again");
             }
             (Action::Request, _) => {}
         }
@@ -162,7 +162,7 @@ impl AccountTask {
                     if event == Event::Nudge
                         && matches!(d.reason, Reason::Rejected | Reason::Misconfigured)
                     {
-                        warn!(account = %name, next_attempt = %rfc3339(d.next), reason = %d.reason, "SIGUSR1 does not cut this wait short; change the credentials to retry at once");
+                        warn!(account = %name, next_attempt = %rfc3339(d.next), why = %d.reason.as_str(), "SIGUSR1 does not cut this wait short; change the credentials to retry at once");
                     }
                     replanned |= plan(&mut state, &d);
                 }
@@ -268,7 +268,7 @@ impl AccountTask {
         let retry_in = human(d.wait(SystemTime::now()));
         match &attempt.result {
             Ok(o) => {
-                info!(account = %name, via = o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = o.expiry_source, next_refresh = %rfc3339(d.next), "token obtained");
+                info!(account = %name, via = %o.via.as_str(), expires_at = %rfc3339(o.expires_at), expiry_from = %o.expiry_source, next_refresh = %rfc3339(d.next), "token obtained");
                 true
             }
             Err(e) => {
@@ -277,13 +277,13 @@ impl AccountTask {
                     .map_or_else(|| "none".to_string(), |t| rfc3339(from_ms(t.expires_at_ms)));
                 match e {
                     ProviderError::Transient { .. } => {
-                        warn!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "refresh failed (transient)");
+                        warn!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason.as_str(), sinks_keep_token_until = %valid_until, "refresh failed (transient)");
                     }
                     ProviderError::Rejected { .. } => {
-                        error!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "credentials rejected by the provider: check the account's credentials");
+                        error!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason.as_str(), sinks_keep_token_until = %valid_until, "credentials rejected by the provider: check the account's credentials");
                     }
                     ProviderError::Misconfigured { .. } | ProviderError::Malformed { .. } => {
-                        error!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason, sinks_keep_token_until = %valid_until, "configuration error: fix the config");
+                        error!(account = %name, error = %e, retry_in = %retry_in, why = %d.reason.as_str(), sinks_keep_token_until = %valid_until, "configuration error: fix the config");
                     }
                 }
                 false
@@ -325,10 +325,8 @@ fn expiry_text(state: &AccountState) -> String {
         .map_or_else(|| "none".into(), |t| rfc3339(from_ms(t.expires_at_ms)))
 }
 
-/// A wait in words, to the millisecond: exactly the wait the task uses.
 fn human(d: Duration) -> String {
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    humantime::format_duration(Duration::from_millis(ms)).to_string()
+    policy::wait_text(d)
 }
 
 /// The sinks pending after the sink list changed from `old` to `new`: a kept sink keeps

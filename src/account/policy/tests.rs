@@ -162,6 +162,19 @@ fn each_rule_as_a_table_row() {
 }
 
 #[test]
+fn waits_are_logged_to_the_millisecond_as_one_word() {
+    for (d, text) in [
+        (secs(3.996), "3.996s"),
+        (secs(300.0), "300s"),
+        (secs(0.5), "0.5s"),
+        (secs(0.0), "0s"),
+        (secs(61.25), "61.25s"),
+    ] {
+        assert_eq!(wait_text(d), text);
+    }
+}
+
+#[test]
 fn once_retries_only_short_transient_waits() {
     let d = |secs_from_now: f64, reason| Decision {
         action: Action::Wait,
