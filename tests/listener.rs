@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokend::emulator::{self, Emulator, Options, Provider};
 
 use crate::support::process::TokendProcess;
-use crate::support::{TestDir, block_on, free_port, wait_for};
+use crate::support::{TestDir, block_on, wait_for};
 
 /// How many idle connections the attacker opens: more than the daemon's descriptors.
 const FLOOD: usize = 1_100;
@@ -42,11 +42,10 @@ fn an_idle_connection_flood_leaves_healthz_and_refreshes_working() {
     })
     .unwrap();
     let dir = TestDir::new("listener-flood");
-    let port = free_port();
     let cfg = dir.write(
         "tokend.toml",
         &format!(
-            "[daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\nlisten = \"127.0.0.1:{port}\"\n\
+            "[daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\nlisten = \"127.0.0.1:0\"\n\
              [daemon.retry]\ninitial = \"200ms\"\nmax = \"1s\"\n\n\
              [[account]]\nname = \"pt\"\nprovider = \"pontotel\"\nbase_url = \"{}\"\n\
              username = \"{}\"\npassword = {{ env = \"LISTENER_TEST_PASSWORD\" }}\n\
@@ -74,6 +73,7 @@ fn an_idle_connection_flood_leaves_healthz_and_refreshes_working() {
         cmd.env_remove(var);
     }
     let daemon = TokendProcess::start(cmd, dir.path());
+    let port = daemon.listen_port();
     let base = format!("http://127.0.0.1:{port}");
     wait_for(
         "the first token and /healthz",

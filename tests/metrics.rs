@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokend::emulator::{self, Emulator, Fault, Options, Provider};
 
-use crate::support::{TestDir, block_on, free_port, tokend_cmd, tool, wait_for};
+use crate::support::{TestDir, block_on, listen_port, tokend_cmd, tool, wait_for};
 
 /// The daemon as a child process, killed on drop (log printed if the test failed).
 struct Daemon {
@@ -93,11 +93,10 @@ fn metrics_parse_and_readyz_follows_token_validity() {
     })
     .unwrap();
     let dir = TestDir::new("metrics");
-    let port = free_port();
     let cfg = dir.write(
         "tokend.toml",
         &format!(
-            "[daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\nlisten = \"127.0.0.1:{port}\"\n[daemon.retry]\ninitial = \"200ms\"\nmax = \"1s\"\n\n\
+            "[daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\nlisten = \"127.0.0.1:0\"\n[daemon.retry]\ninitial = \"200ms\"\nmax = \"1s\"\n\n\
              [[account]]\nname = \"pt\"\nprovider = \"pontotel\"\nbase_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n\
              [[account.sink]]\ntype = \"file\"\npath = \"pt.token\"\n",
             emu.base_url(Provider::Pontotel),
@@ -114,7 +113,7 @@ fn metrics_parse_and_readyz_follows_token_validity() {
         child: cmd.spawn().unwrap(),
         log: log.clone(),
     };
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://127.0.0.1:{}", listen_port(&log));
 
     wait_for("readyz 200", Duration::from_secs(20), || {
         get(&format!("{base}/readyz")).0 == 200
@@ -255,7 +254,6 @@ fn every_alert_rule_is_seen_moving_the_way_it_expects() {
     })
     .unwrap();
     let dir = TestDir::new("alerts");
-    let port = free_port();
     let account = |name: &str, emu: &Emulator, sink: &str| {
         format!(
             "[[account]]\nname = \"{name}\"\nprovider = \"pontotel\"\nbase_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n[[account.sink]]\ntype = \"file\"\npath = \"{sink}\"\n",
@@ -265,7 +263,7 @@ fn every_alert_rule_is_seen_moving_the_way_it_expects() {
         )
     };
     let config = format!(
-        "[daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\nlisten = \"127.0.0.1:{port}\"\n[daemon.retry]\nmax_expired = \"1s\"\n\n{}{}",
+        "[daemon]\nstate_dir = \"state\"\nlog_format = \"text\"\nlisten = \"127.0.0.1:0\"\n[daemon.retry]\nmax_expired = \"1s\"\n\n{}{}",
         account("steady", &long, "out/steady.token"),
         account("brief", &short, "brief.token")
     );
@@ -279,7 +277,7 @@ fn every_alert_rule_is_seen_moving_the_way_it_expects() {
         child: cmd.spawn().unwrap(),
         log: log.clone(),
     };
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://127.0.0.1:{}", listen_port(&log));
     wait_for("readyz 200", Duration::from_secs(20), || {
         get(&format!("{base}/readyz")).0 == 200
     });

@@ -69,7 +69,10 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(board);
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    // The bound address, not the configured one: with port 0 (tests, ad-hoc runs) this
+    // line is how a client learns the port.
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
     Ok(tokio::spawn(accept_loop(listener, app, stop)))
 }
 

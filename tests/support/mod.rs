@@ -104,6 +104,25 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a child server).
+/// The port a daemon started with `listen = "127.0.0.1:0"` bound, read from its log line
+/// `serving /metrics, /healthz, /readyz addr=127.0.0.1:PORT` (waits for the line).
+pub fn listen_port(log: &Path) -> u16 {
+    let mut port = None;
+    wait_for("the daemon's listen line", Duration::from_secs(30), || {
+        port = std::fs::read_to_string(log).ok().and_then(|text| {
+            text.lines()
+                .find(|l| l.contains("serving /metrics"))
+                .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+        });
+        port.is_some()
+    });
+    port.expect("waited for it")
+}
+
+/// A port that was free a moment ago. Racy (another process may take it before the
+/// caller binds it): only for servers that cannot bind port 0 and report it.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")

@@ -134,6 +134,11 @@ impl TokendProcess {
         self.wait_for_log_count(needle, 1, timeout);
     }
 
+    /// The port the daemon's metrics listener bound (`listen = "127.0.0.1:0"`).
+    pub fn listen_port(&self) -> u16 {
+        super::listen_port(&self.stderr)
+    }
+
     /// Waits for the child to exit (polling, so a hung child fails the test instead of
     /// hanging it) and returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
