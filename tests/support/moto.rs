@@ -33,25 +33,22 @@ impl Moto {
     /// Like [`Moto::start`], with extra environment variables for the server only (e.g.
     /// `MOTO_AUTH=1`); the test process's environment is never changed.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        // A free port can be taken between probing and binding; try another one then.
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            let mut moto = Moto {
-                child: None,
-                port: super::free_port(),
-                log: PathBuf::new(),
-                extra_env: env
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                startup: Duration::ZERO,
-            };
-            match moto.spawn_and_wait() {
-                Ok(()) => return moto,
-                Err(e) => last_error = e,
-            }
+        // Port 0: the server binds a port of its own choosing and prints it, so no other
+        // process can take the port between a probe and the bind.
+        let mut moto = Moto {
+            child: None,
+            port: 0,
+            log: PathBuf::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            startup: Duration::ZERO,
+        };
+        if let Err(e) = moto.spawn_and_wait() {
+            panic!("moto_server did not start: {e}");
         }
-        panic!("moto_server did not start: {last_error}");
+        moto
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -81,11 +78,10 @@ impl Moto {
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "moto-{}-{}.log",
-            std::process::id(),
-            self.port
-        ));
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("moto-{}-{n}.log", std::process::id(),));
         let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let log_err = log
             .try_clone()
@@ -110,7 +106,16 @@ impl Moto {
                     self.log_text()
                 ));
             }
-            if answers(self.port) {
+            if self.port == 0 {
+                // werkzeug prints " * Running on http://127.0.0.1:PORT" once it listens.
+                self.port = self
+                    .log_text()
+                    .lines()
+                    .find_map(|l| l.split("Running on http://127.0.0.1:").nth(1))
+                    .and_then(|rest| rest.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            if self.port != 0 && answers(self.port) {
                 self.startup = started.elapsed();
                 self.child = Some(child);
                 return Ok(());
