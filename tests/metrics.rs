@@ -52,12 +52,14 @@ fn get(url: &str) -> (u16, String, String) {
     })
 }
 
-/// Parses the exposition with prometheus_client's OpenMetrics parser; returns
-/// `name{labels}` lines for every sample.
-fn parse_with_prometheus_client(text: &str) -> Vec<String> {
-    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nfor f in p(sys.stdin.read()):\n    for s in f.samples:\n        print(s.name, sorted(s.labels.items()))\n";
+/// Runs `script` (Python, reading the exposition on stdin) against prometheus_client's
+/// OpenMetrics parser, an independent check of tokend's output; its stdout's lines.
+fn prometheus_client(script: &str, text: &str) -> Vec<String> {
+    let script = format!(
+        "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nfor f in p(sys.stdin.read()):\n    for s in f.samples:\n        {script}\n"
+    );
     let mut child = std::process::Command::new(tool("python"))
-        .args(["-c", script])
+        .args(["-c", &script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -80,6 +82,11 @@ fn parse_with_prometheus_client(text: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// `name [labels]` lines for every sample.
+fn parse_with_prometheus_client(text: &str) -> Vec<String> {
+    prometheus_client("print(s.name, sorted(s.labels.items()))", text)
 }
 
 #[test]
@@ -170,30 +177,14 @@ fn metrics_parse_and_readyz_follows_token_validity() {
 
 /// Every `name{labels} value` sample of an exposition, parsed by prometheus_client.
 fn samples(text: &str) -> Vec<(String, f64)> {
-    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nfor f in p(sys.stdin.read()):\n    for s in f.samples:\n        print(s.name + '{' + ','.join(k + '=' + v for k, v in sorted(s.labels.items())) + '}', s.value)\n";
-    let mut child = std::process::Command::new(tool("python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the exposition does not parse:\n{text}"
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-        .collect()
+    prometheus_client(
+        "print(s.name + '{' + ','.join(k + '=' + v for k, v in sorted(s.labels.items())) + '}', s.value)",
+        text,
+    )
+    .iter()
+    .filter_map(|l| l.rsplit_once(' '))
+    .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+    .collect()
 }
 
 /// The value of the one sample whose name and labels contain every part of `want`.
