@@ -96,7 +96,12 @@ impl Provider {
                 .0
                 .get("grant")
                 .is_some_and(|g| g.expose_secret() == "refresh_token"),
-            "http" => format!("{:?}", self.spec.login).contains("refresh_token"),
+            "http" => self
+                .spec
+                .login
+                .templates()
+                .into_iter()
+                .any(|t| template::reads(t, "refresh_token")),
             _ => false,
         }
     }
@@ -373,6 +378,33 @@ mod tests {
         for (url, want) in cases {
             let got = is_loopback(&url::Url::parse(url).unwrap());
             assert_eq!(got, want, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_login_sends_the_refresh_token_when_a_template_reads_it() {
+        // Typed (minijinja's variable analysis), not a search of the spec's Debug text.
+        let account = |login_json: &str| {
+            let text = format!(
+                "[[account]]\nname = \"h\"\nprovider = \"http\"\nrefresh_token = \"seed\"\nusername = \"u\"\n\
+                 [account.login]\nurl = \"https://h.example/auth\"\nmethod = \"POST\"\njson = {login_json}\n\
+                 [account.response]\naccess_token = \"/t\"\n"
+            );
+            crate::config::load_str_for_tests(&text).remove(0)
+        };
+        for (json, sends) in [
+            (r#"{ token = "{{ refresh_token }}" }"#, true),
+            (r#"{ nested = { t = "{{refresh_token|trim}}" } }"#, true),
+            (
+                r#"{ user = "{{ username }}", note = "refresh_token" }"#,
+                false,
+            ),
+        ] {
+            assert_eq!(
+                account(json).provider.login_sends_refresh_token(),
+                sends,
+                "{json}"
+            );
         }
     }
 

@@ -41,6 +41,29 @@ pub struct Exchange {
     pub headers: Vec<(String, String)>,
 }
 
+impl Exchange {
+    /// Every template of the exchange: the URL, header values and body leaves.
+    pub fn templates(&self) -> Vec<&str> {
+        let mut all = vec![self.url.as_str()];
+        all.extend(self.headers.iter().map(|(_, v)| v.as_str()));
+        match &self.body {
+            Body::Empty => {}
+            Body::Form(fields) => all.extend(fields.iter().map(|(_, v)| v.as_str())),
+            Body::Json(tree) => json_strings(tree, &mut all),
+        }
+        all
+    }
+}
+
+fn json_strings<'a>(tree: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match tree {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
+        _ => {}
+    }
+}
+
 /// A request body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {

@@ -108,6 +108,14 @@ pub fn check(
     Ok(missing)
 }
 
+/// Whether a template reads the variable `name` (minijinja's own analysis of the
+/// template, not a text search). A template that does not parse reads nothing.
+pub fn reads(source: &str, name: &str) -> bool {
+    environment()
+        .template_from_str(source)
+        .is_ok_and(|t| t.undeclared_variables(false).contains(name))
+}
+
 /// Renders a template. The error never includes variable values.
 pub fn render(env: &Environment<'static>, source: &str, ctx: &Context) -> Result<String, String> {
     if !source.contains("{{") && !source.contains("{%") {
