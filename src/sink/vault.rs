@@ -6,28 +6,26 @@
 //! # No lost updates
 //!
 //! Several writers may share a secret: two tokend instances, or an old one waking up from a
-//! suspend. Every write therefore reads the secret first and decides with [`decide`]: a
-//! stored `expires_at` later than ours is kept ([`WriteOutcome::KeptNewer`]), our own token
-//! already stored is left alone ([`WriteOutcome::Unchanged`]), anything else is replaced
-//! with KV v2 check-and-set on the version just read (0 when absent). If another writer got
-//! in between, Vault refuses with 400; the sink reads again and decides again, at most
-//! [`MAX_CAS_ATTEMPTS`] times. A 400 on a version that did not move is not a conflict and is
-//! reported as a permanent error.
+//! suspend. Every write therefore reads the secret first and decides with
+//! [`write::decide`]: a stored `expires_at` later than ours is kept
+//! ([`WriteOutcome::KeptNewer`]), our own token already stored is left alone
+//! ([`WriteOutcome::Unchanged`]), anything else is replaced with KV v2 check-and-set on the
+//! version just read (0 when absent: create only). If another writer got in between, Vault
+//! refuses with 400; the sink reads again and decides again, a few times
+//! ([`write`]). A 400 on a version that did not move is not a conflict and is reported as
+//! a permanent error.
 //!
 //! # Talking to Vault: vaultrs
 //!
-//! Every Vault call goes through the vaultrs crate ([`api`] wraps the six the sink needs:
-//! KV v2 read and check-and-set write, AppRole and Kubernetes login, token lookup and
-//! renewal). [`api`]'s module doc explains the three gaps worked around: vaultrs logs
-//! expected non-2xx answers at ERROR (tokend's log filter turns its targets off,
-//! [`crate::observability::logging`]); `kv2::read` drops the version check-and-set needs
-//! (vaultrs's `ReadSecretRequest` endpoint is executed directly, with `kv2::read_metadata`
-//! after a 404); and its client types print the token in `Debug` (never formatted; the
-//! sink's `Debug` impls are written by hand).
+//! Every Vault call is a vaultrs function ([`api`]): `kv2::read_metadata` for the current
+//! version, `kv2::read_version` for its data, `kv2::set_with_options` with
+//! `SetSecretRequestOptions { cas }` for the write, vaultrs's AppRole and Kubernetes
+//! logins, and its token lookup and renewal. vaultrs is given tokend's HTTP client (no
+//! redirects, `tls_server_name`); [`api`]'s module doc says why.
 //!
-//! The token needs read, create and update on `{mount}/data/{path}`. Read on
-//! `{mount}/metadata/{path}` is only used to overwrite a secret whose latest version is
-//! deleted or destroyed (its version number is only in the metadata).
+//! The token needs read, create and update on `{mount}/data/{path}` and read on
+//! `{mount}/metadata/{path}` (the current version, which check-and-set needs, is only in
+//! the metadata).
 //!
 //! # The sink's own Vault token
 //!
@@ -51,13 +49,10 @@
 //! rustls with the system roots plus `ca_file`. `tls_server_name` is the name the
 //! certificate is checked against (and sent as SNI): requests go to that name, and a small
 //! resolver maps it to the host of `address`. Plain `http://` is allowed for loopback
-//! addresses only. vaultrs's settings can express the CA file and the timeout but not the
-//! resolver (nor a connection timeout or a user agent), so the sink builds this reqwest
-//! client itself (`http_client`, through [`crate::http_client::build`], which also turns
+//! addresses only. The client is built by [`crate::http_client::build`] (which also turns
 //! redirects off: a redirect would re-send `X-Vault-Token`, the document or an AppRole
-//! `secret_id` to wherever it points) and [`api`] installs it as the transport of the
-//! vaultrs client; vaultrs still builds, sends and parses every request over it. `ca_file`
-//! is read by [`crate::http_client::load_ca_file`] (a regular file of at most 1 MiB).
+//! `secret_id` to wherever it points) in [`config`], and `ca_file` is read by
+//! [`crate::http_client::load_ca_file`] (a regular file of at most 1 MiB).
 
 mod api;
 mod config;
@@ -69,12 +64,13 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use self::api::Api;
+use self::api::colon;
 pub use self::config::{
     AppRoleConfig, DEFAULT_JWT_FILE, DEFAULT_TIMEOUT, KubernetesConfig, VaultAuthConfig,
     VaultSinkConfig,
 };
+use self::token::Keeper;
 pub use self::token::VaultTokenStatus;
-use self::token::{Keeper, colon};
 use self::write::Failed;
 use super::{SinkError, TokenDocument, WriteOutcome};
 
@@ -125,10 +121,10 @@ impl VaultSink {
     pub async fn write(&self, doc: &TokenDocument) -> Result<WriteOutcome, SinkError> {
         let data: Value = serde_json::from_str(&doc.json(SystemTime::now()))
             .expect("TokenDocument::json always produces a json object");
-        let mut token = self.keeper.token().await?;
+        let mut session = self.keeper.token().await?;
         let mut fresh_token = false;
         loop {
-            match self.publish(&token, doc, &data).await {
+            match self.publish(&session, doc, &data).await {
                 Ok(outcome) => {
                     match outcome {
                         WriteOutcome::KeptNewer => tracing::info!(
@@ -147,18 +143,19 @@ impl VaultSink {
                 }
                 Err(Failed::Forbidden(_)) if !fresh_token => {
                     fresh_token = true;
-                    token = self.keeper.reauth(&token).await?;
+                    session = self.keeper.reauth(&session).await?;
                 }
                 Err(Failed::Forbidden(detail)) => {
                     return Err(SinkError::Transient(format!(
                         "{}: permission denied (http 403{}) even with a new vault token: \
                          check that mount {:?} exists and that the token's policies allow \
-                         read, create and update on \"{}/data/{}\"",
+                         read, create and update on \"{m}/data/{p}\" and read on \
+                         \"{m}/metadata/{p}\"",
                         self.context(),
                         colon(&detail),
                         self.mount,
-                        self.mount,
-                        self.path
+                        m = self.mount,
+                        p = self.path
                     )));
                 }
                 Err(Failed::Other(e)) => return Err(e),

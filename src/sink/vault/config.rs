@@ -297,7 +297,7 @@ fn check<T>(v: &mut Validator<'_>, field: &str, result: Result<T, String>) -> Op
 }
 
 /// The server URL: `configured`, else `env` (`$VAULT_ADDR`). http(s) only, plain http only
-/// to a loopback host, no credentials, query or fragment. The path ends with `/`.
+/// to a loopback host, no credentials, path, query or fragment.
 fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, String> {
     let (text, what) = match (configured, env) {
         (Some(text), _) => (text, crate::redact::url_for_message(text)),
@@ -317,7 +317,7 @@ fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, Str
     } else {
         what
     };
-    let mut url = Url::parse(text.trim()).map_err(|e| format!("{what} is not a url: {e}"))?;
+    let url = Url::parse(text.trim()).map_err(|e| format!("{what} is not a url: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("{what} is not an http:// or https:// url"));
     }
@@ -333,9 +333,15 @@ fn parse_address(configured: Option<&str>, env: Option<&str>) -> Result<Url, Str
              (127.0.0.0/8, ::1, localhost, *.localhost); use https://"
         ));
     }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
+    // vaultrs puts its API version in front of the whole request path (`/v1/…` at the
+    // server's root), so a path prefix (a Vault behind `https://lb.example/vault`) cannot
+    // be honoured; refuse it rather than send requests elsewhere (issue 15).
+    if url.path() != "/" {
+        return Err(format!(
+            "{what} has a path ({:?}): vault is reached at the server's root (/v1/…); \
+             give the url without a path",
+            url.path()
+        ));
     }
     Ok(url)
 }

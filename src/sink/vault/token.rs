@@ -27,7 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::api::{Api, ApiError, Lease};
+use super::api::{Api, ApiError, Lease, Session, colon, describe_unavailable};
 use crate::config::secret::SecretValueConfig;
 use crate::sink::SinkError;
 
@@ -151,7 +151,8 @@ struct State {
 }
 
 struct Held {
-    token: SecretString,
+    /// The token, and the vaultrs client that sends it.
+    session: Session,
     accessor: String,
     renewable: bool,
     full_ttl: Duration,
@@ -240,7 +241,7 @@ impl Keeper {
 
     /// A token to write with: the held one while it has life left, else a new one.
     /// Starts the renewal task if it is not running.
-    pub async fn token(&self) -> Result<SecretString, SinkError> {
+    pub async fn token(&self) -> Result<Session, SinkError> {
         if let Some(token) = self.shared.usable() {
             return Ok(token);
         }
@@ -253,12 +254,12 @@ impl Keeper {
 
     /// Called after Vault refused `failed` with 403: obtains a new token, unless another
     /// write or the task already replaced it.
-    pub async fn reauth(&self, failed: &SecretString) -> Result<SecretString, SinkError> {
+    pub async fn reauth(&self, failed: &Session) -> Result<Session, SinkError> {
         let _gate = self.shared.gate.lock().await;
         if let Some(held) = &self.shared.lock().held
-            && held.token.expose_secret() != failed.expose_secret()
+            && !held.session.same_token(failed)
         {
-            return Ok(held.token.clone());
+            return Ok(held.session.clone());
         }
         tracing::info!(
             account = %self.shared.names.account,
@@ -299,7 +300,7 @@ impl Shared {
     }
 
     /// The held token if a write may use it; starts the renewal task when needed.
-    fn usable(self: &Arc<Self>) -> Option<SecretString> {
+    fn usable(self: &Arc<Self>) -> Option<Session> {
         let mut state = self.lock();
         let held = state.held.as_ref()?;
         if let Some((at, _)) = held.expires {
@@ -314,9 +315,9 @@ impl Shared {
                 return None;
             }
         }
-        let token = held.token.clone();
+        let session = held.session.clone();
         self.start_task(&mut state);
-        Some(token)
+        Some(session)
     }
 
     /// Spawns the renewal task if the held token expires and no task runs.
@@ -341,13 +342,13 @@ impl Shared {
     }
 
     /// Obtains a new token and holds it. The caller holds `gate`.
-    async fn obtain(self: &Arc<Self>) -> Result<SecretString, SinkError> {
+    async fn obtain(self: &Arc<Self>) -> Result<Session, SinkError> {
         let lease = self.fetch().await?;
-        let token = lease.token.clone();
+        let session = lease.session.clone();
         // The sink's own Vault token is a secret like any other (issue 12).
         crate::redact::register(
             &format!("{}/{}", self.names.account, self.names.label),
-            token.expose_secret(),
+            session.token().expose_secret(),
         );
         let mut state = self.lock();
         // Token auth: the source still holds the token we had, so there is nothing newer.
@@ -355,7 +356,7 @@ impl Shared {
             && state
                 .held
                 .as_ref()
-                .is_some_and(|h| h.token.expose_secret() == lease.token.expose_secret());
+                .is_some_and(|h| h.session.same_token(&lease.session));
         tracing::info!(
             account = %self.names.account,
             sink = %self.names.label,
@@ -369,7 +370,7 @@ impl Shared {
         self.start_task(&mut state);
         drop(state);
         self.changed.notify_one();
-        Ok(token)
+        Ok(session)
     }
 
     /// One login (or token read) against Vault.
@@ -396,7 +397,10 @@ impl Shared {
                     &format!("{}/vault-token", self.names.account),
                     token.expose_secret(),
                 );
-                self.api.lookup_self(&token).await
+                match self.api.session(token) {
+                    Ok(session) => self.api.lookup_self(&session).await,
+                    Err(e) => Err(e),
+                }
             }
             Auth::AppRole {
                 mount,
@@ -476,14 +480,10 @@ impl Shared {
     }
 
     /// Performs one step of the renewal task on `planned`, the token it was planned for.
-    async fn step(
-        self: &Arc<Self>,
-        action: Action,
-        planned: &SecretString,
-    ) -> Result<(), SinkError> {
+    async fn step(self: &Arc<Self>, action: Action, planned: &Session) -> Result<(), SinkError> {
         let _gate = self.gate.lock().await;
-        let current = self.lock().held.as_ref().map(|h| h.token.clone());
-        if current.is_none_or(|c| c.expose_secret() != planned.expose_secret()) {
+        let current = self.lock().held.as_ref().map(|h| h.session.clone());
+        if current.is_none_or(|c| !c.same_token(planned)) {
             // A write replaced the token meanwhile; the task plans again.
             return Ok(());
         }
@@ -541,7 +541,7 @@ impl Held {
         let expires = (lease.ttl > Duration::ZERO)
             .then(|| (Instant::now() + lease.ttl, SystemTime::now() + lease.ttl));
         Held {
-            token: lease.token,
+            session: lease.session,
             accessor: lease.accessor,
             renewable: lease.renewable,
             full_ttl: lease.full_ttl,
@@ -566,7 +566,7 @@ async fn keep_alive(shared: Arc<Shared>) {
             let mut state = shared.lock();
             let plan = state.held.as_ref().and_then(|held| {
                 next_step(shared.lifetime(held), failures)
-                    .map(|(delay, action)| (delay, action, held.token.clone()))
+                    .map(|(delay, action)| (delay, action, held.session.clone()))
             });
             match plan {
                 Some(plan) => plan,
@@ -616,33 +616,6 @@ async fn keep_alive(shared: Arc<Shared>) {
                 );
             }
         }
-    }
-}
-
-/// `": words"` when there are words.
-pub(super) fn colon(detail: &str) -> String {
-    if detail.is_empty() {
-        String::new()
-    } else {
-        format!(": {detail}")
-    }
-}
-
-/// Why Vault could not be used, for a transient error message.
-pub(super) fn describe_unavailable(e: &ApiError) -> String {
-    match e {
-        ApiError::Status { status, detail } => format!("http {status}{}", colon(detail)),
-        ApiError::Transport {
-            timeout: true,
-            detail,
-        } => format!("no answer in time ({detail})"),
-        ApiError::Transport { detail, .. } => format!("cannot reach vault: {detail}"),
-        ApiError::Malformed(what) => format!("unexpected answer: {what}"),
-        ApiError::NotKv2 => "unexpected answer without kv v2 metadata".into(),
-        ApiError::BadToken => {
-            "the vault token holds characters that cannot be sent in an http header".into()
-        }
-        ApiError::Request(what) => format!("cannot send the request: {what}"),
     }
 }
 

@@ -9,8 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::VaultSink;
-use super::api::{ApiError, KvCurrent};
-use super::token::{colon, describe_unavailable};
+use super::api::{ApiError, KvCurrent, Session, colon, describe_unavailable};
 use crate::sink::{SinkError, TokenDocument, WriteOutcome, parse_rfc3339};
 
 /// How many times a write reads and tries again after check-and-set conflicts.
@@ -117,7 +116,7 @@ impl VaultSink {
     /// Read, decide, check-and-set write; again on a conflict.
     pub(super) async fn publish(
         &self,
-        token: &SecretString,
+        session: &Session,
         doc: &TokenDocument,
         data: &Value,
     ) -> Result<WriteOutcome, Failed> {
@@ -127,7 +126,7 @@ impl VaultSink {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let current = self
                 .api
-                .kv_read(token, &self.mount, &self.path)
+                .kv_read(session, &self.mount, &self.path)
                 .await
                 .map_err(|e| self.failed(e))?;
             let stored = Stored::from_current(current);
@@ -139,25 +138,17 @@ impl VaultSink {
             if let Some((version, detail)) = &refused
                 && *version == cas
             {
-                // At 0, the read found no version: if the latest one is deleted, only the
-                // metadata tells its number, and the token may not be allowed to read it.
-                let hint = if cas == 0 {
-                    format!(
-                        "; if the secret's latest version is deleted, allow read on \"{}/metadata/{}\"",
-                        self.mount, self.path
-                    )
-                } else {
-                    String::new()
-                };
+                // The version did not move, so no other writer got in: Vault refused the
+                // write itself (a mount with `cas_required` and a bad option, say).
                 return Err(Failed::Other(SinkError::Permanent(format!(
-                    "{}: vault rejected the write (http 400{}){hint}",
+                    "{}: vault rejected the write (http 400{})",
                     self.context(),
                     colon(detail)
                 ))));
             }
             match self
                 .api
-                .kv_write(token, &self.mount, &self.path, data, cas)
+                .kv_write(session, &self.mount, &self.path, data, cas)
                 .await
             {
                 Ok(version) => {

@@ -167,11 +167,16 @@ fn addresses_default_to_vault_addr_and_refuse_plain_http_off_loopback() {
         "https://v.example:8200/"
     );
     assert_eq!(
-        parse_address(Some("https://v.example/prefix"), Some("https://other"))
+        parse_address(Some("https://v.example/"), Some("https://other"))
             .unwrap()
             .as_str(),
-        "https://v.example/prefix/"
+        "https://v.example/"
     );
+    // vaultrs sends every request to /v1/… at the root: a path prefix would be dropped.
+    for with_path in ["https://v.example/prefix", "https://v.example/vault/"] {
+        let e = parse_address(Some(with_path), None).unwrap_err();
+        assert!(e.contains("has a path"), "{with_path}: {e}");
+    }
     assert!(
         parse_address(None, None)
             .unwrap_err()
