@@ -7,7 +7,7 @@
 //!
 //! Several writers may share a secret: two tokend instances, or an old one waking up from a
 //! suspend. Every write therefore reads the secret first and decides with
-//! [`write::decide`]: a stored `expires_at` later than ours is kept
+//! `write::decide`: a stored `expires_at` later than ours is kept
 //! ([`WriteOutcome::KeptNewer`]), our own token already stored is left alone
 //! ([`WriteOutcome::Unchanged`]), anything else is replaced with KV v2 check-and-set on the
 //! version just read (0 when absent: create only). If another writer got in between, Vault

@@ -16,7 +16,7 @@ use url::{Host, Url};
 
 use super::VaultSink;
 use super::api::Api;
-use super::token::{Auth, Keeper, Names};
+use super::token::{Keeper, Names};
 use crate::config::error::Validator;
 use crate::config::secret::SecretValueConfig;
 use crate::http_client::{ClientOptions, load_ca_file};
@@ -113,6 +113,65 @@ fn default_kubernetes_mount() -> String {
 
 fn default_jwt_file() -> PathBuf {
     DEFAULT_JWT_FILE.into()
+}
+
+/// How the sink obtains its Vault token (the `auth` table, validated).
+pub(super) enum Auth {
+    /// A token given by the operator; re-read from its source whenever it must be replaced.
+    Token {
+        /// Where the token comes from.
+        value: SecretValueConfig,
+        /// The config file's directory, for relative `file` values.
+        base_dir: PathBuf,
+    },
+    /// AppRole login at `auth/{mount}/login`.
+    AppRole {
+        /// The auth mount.
+        mount: String,
+        /// The role id.
+        role_id: SecretValueConfig,
+        /// The secret id; re-read at every login, so a rotated file is picked up.
+        secret_id: SecretValueConfig,
+        /// The config file's directory, for relative `file` values.
+        base_dir: PathBuf,
+    },
+    /// Kubernetes login at `auth/{mount}/login` with the pod's service account token.
+    Kubernetes {
+        /// The auth mount.
+        mount: String,
+        /// The Vault role.
+        role: String,
+        /// The service account token file; re-read at every login (projected tokens rotate).
+        jwt_file: PathBuf,
+    },
+}
+
+impl Auth {
+    /// Whether a new token can be obtained without the operator (a login).
+    pub(super) fn can_login(&self) -> bool {
+        !matches!(self, Auth::Token { .. })
+    }
+
+    /// How the token is obtained, for messages: `approle login at auth/approle`.
+    pub fn describe(&self) -> String {
+        match self {
+            Auth::Token { value, .. } => format!("vault token from {}", source_name(value)),
+            Auth::AppRole { mount, .. } => format!("approle login at auth/{mount}"),
+            Auth::Kubernetes { mount, role, .. } => {
+                format!("kubernetes login at auth/{mount} (role {role:?})")
+            }
+        }
+    }
+}
+
+/// Where a secret value comes from, without the value: `$VAULT_TOKEN`, `file /run/t`.
+fn source_name(value: &SecretValueConfig) -> String {
+    match value {
+        SecretValueConfig::Literal(_) => "the config file".into(),
+        SecretValueConfig::Env(var) => format!("${var}"),
+        SecretValueConfig::File(path) => format!("file {}", path.display()),
+        SecretValueConfig::Credential(name) => format!("credential {name:?}"),
+    }
 }
 
 impl VaultSinkConfig {

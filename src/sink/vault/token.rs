@@ -19,7 +19,6 @@
 //! returns the token: it does not put it on the client, and nothing in vaultrs renews it,
 //! so this module holds it and hands it to each call.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::api::{Api, ApiError, Lease, Session, colon, describe_unavailable};
-use crate::config::secret::SecretValueConfig;
+use super::config::Auth;
 use crate::sink::SinkError;
 
 /// The shortest sleep between two steps of the renewal task (guards against a TTL of a
@@ -38,65 +37,6 @@ const MIN_STEP: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Writes log in again when less than this much of the token's life is left.
 const MAX_WRITE_MARGIN: Duration = Duration::from_secs(10);
-
-/// How the sink obtains its Vault token (the `auth` table, validated).
-pub(super) enum Auth {
-    /// A token given by the operator; re-read from its source whenever it must be replaced.
-    Token {
-        /// Where the token comes from.
-        value: SecretValueConfig,
-        /// The config file's directory, for relative `file` values.
-        base_dir: PathBuf,
-    },
-    /// AppRole login at `auth/{mount}/login`.
-    AppRole {
-        /// The auth mount.
-        mount: String,
-        /// The role id.
-        role_id: SecretValueConfig,
-        /// The secret id; re-read at every login, so a rotated file is picked up.
-        secret_id: SecretValueConfig,
-        /// The config file's directory, for relative `file` values.
-        base_dir: PathBuf,
-    },
-    /// Kubernetes login at `auth/{mount}/login` with the pod's service account token.
-    Kubernetes {
-        /// The auth mount.
-        mount: String,
-        /// The Vault role.
-        role: String,
-        /// The service account token file; re-read at every login (projected tokens rotate).
-        jwt_file: PathBuf,
-    },
-}
-
-impl Auth {
-    /// Whether a new token can be obtained without the operator (a login).
-    fn can_login(&self) -> bool {
-        !matches!(self, Auth::Token { .. })
-    }
-
-    /// How the token is obtained, for messages: `approle login at auth/approle`.
-    pub fn describe(&self) -> String {
-        match self {
-            Auth::Token { value, .. } => format!("vault token from {}", source_name(value)),
-            Auth::AppRole { mount, .. } => format!("approle login at auth/{mount}"),
-            Auth::Kubernetes { mount, role, .. } => {
-                format!("kubernetes login at auth/{mount} (role {role:?})")
-            }
-        }
-    }
-}
-
-/// Where a secret value comes from, without the value: `$VAULT_TOKEN`, `file /run/t`.
-fn source_name(value: &SecretValueConfig) -> String {
-    match value {
-        SecretValueConfig::Literal(_) => "the config file".into(),
-        SecretValueConfig::Env(var) => format!("${var}"),
-        SecretValueConfig::File(path) => format!("file {}", path.display()),
-        SecretValueConfig::Credential(name) => format!("credential {name:?}"),
-    }
-}
 
 /// Names used in log lines and error messages.
 pub(super) struct Names {
