@@ -17,7 +17,8 @@
 //! The Vault calls are vaultrs's (`auth::approle::login`, `auth::kubernetes::login`,
 //! `token::lookup_self`, `token::renew_self`, through [`super::api`]). A vaultrs login only
 //! returns the token: it does not put it on the client, and nothing in vaultrs renews it,
-//! so this module holds it and hands it to each call.
+//! so this module holds it as a [`Session`] (a vaultrs client with that token set, built
+//! once per token) and hands that to each write.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
