@@ -1,57 +1,46 @@
-//! The Vault calls the vault sink makes, all through vaultrs: KV v2 read and check-and-set
-//! write ([`vaultrs::kv2`]), AppRole and Kubernetes login ([`vaultrs::auth`]), and the
-//! token's own `lookup-self` and `renew-self` ([`vaultrs::token`]). Called by the sink
-//! ([`super::VaultSink`]) and its token keeper ([`super::token`]), which see only this
+//! The Vault calls the vault sink makes, all vaultrs functions: [`kv2::read_metadata`],
+//! [`kv2::read_version`] and [`kv2::set_with_options`] for the check-and-set write,
+//! [`vaultrs::auth::approle::login`] and [`vaultrs::auth::kubernetes::login`], and
+//! [`vaultrs::token::lookup_self`] and [`vaultrs::token::renew_self`]. Called by the sink's
+//! write ([`super::write`]) and its token keeper ([`super::token`]), which see only this
 //! module's small types, never a vaultrs one.
 //!
-//! # The client
+//! # The clients
 //!
-//! One [`VaultClient`] per sink, built from [`VaultClientSettingsBuilder`] (address,
-//! namespace, timeout; everything else set explicitly, so that `$VAULT_TOKEN`,
-//! `$VAULT_CACERT`, `$VAULT_SKIP_VERIFY` or `$VAULT_CLIENT_CERT` cannot sneak in) and
-//! holding no token. A login runs on it as is (no `X-Vault-Token`); every other call runs
-//! on a short-lived [`Authed`] view that shares its HTTP client and carries the caller's
-//! token in a copy of vaultrs's [`EndpointMiddleware`] (the token changes under the
-//! sink's feet, and vaultrs's own `set_token` needs `&mut` on a client shared by writes
-//! and the renewal task). vaultrs never renews or replaces a token: [`super::token`] does.
+//! [`Api`] holds one token-less [`VaultClient`], built by [`VaultClientSettingsBuilder`]
+//! from the address, namespace and timeout (everything else set explicitly, so that
+//! `$VAULT_TOKEN`, `$VAULT_CACERT`, `$VAULT_SKIP_VERIFY` or `$VAULT_CLIENT_CERT` cannot sneak
+//! in); logins run on it. Each token the keeper obtains gets its own [`VaultClient`] with
+//! the token set by vaultrs's `set_token`: a [`Session`], built once per token and shared
+//! by the writes and the renewal task that use it. vaultrs never renews or replaces a
+//! token: [`super::token`] does.
 //!
-//! Two settings of the client are adjusted after vaultrs built it, because vaultrs cannot
-//! express them:
-//! - its transport is the `reqwest::Client` that the sink builds (`http_client` in
-//!   [`super`]): vaultrs's settings have no DNS override for `tls_server_name`, no
-//!   connection timeout and no user agent. vaultrs still builds every request, adds its
-//!   headers and parses every answer; only the socket underneath is tokend's.
-//! - an address with a path (`https://lb.example/vault/`): vaultrs prepends its API
-//!   version (`v1`) to the *whole* request path, so the path goes into that version string
-//!   instead (`vault/v1`) and requests reach `/vault/v1/...` as before.
+//! # What vaultrs is given rather than left to do
 //!
-//! # Three vaultrs gaps, and what is done about them
+//! - **The HTTP client.** vaultrs builds its own `reqwest::Client` from its settings, and
+//!   those cannot turn redirects off: reqwest follows up to ten, and on a redirect to
+//!   another host it drops `Authorization` and cookies but not `X-Vault-Token`, nor the
+//!   document or an AppRole `secret_id` in a re-sent body (`tests/redirects.rs`). Nor can
+//!   they express the DNS override `tls_server_name` needs. So the client comes from
+//!   [`crate::http_client::build`], the one place that builds HTTP clients, and is handed
+//!   to vaultrs the way its API allows: [`VaultClient`]'s public `http` field, a rustify
+//!   client over that `reqwest::Client`. vaultrs still builds, sends and parses every
+//!   request.
+//! - **The status of answers that are not Vault's `errors` JSON** (a proxy's HTML 502):
+//!   vaultrs passes on rustify's error for those, so the `rustify` crate is a dependency
+//!   only to name that error type ([`status_of`], [`api_error`]).
 //!
-//! 1. **ERROR events for expected answers.** vaultrs and rustify (its HTTP layer) are
-//!    `#[instrument(err)]` and log every non-2xx answer at ERROR: the 404 of a first write,
-//!    the 400 of a check-and-set conflict, the 403 that triggers a new login. tokend's log
-//!    filter turns both targets off unless the operator names them
-//!    ([`crate::observability::logging`]); the sink reports real failures itself, with
-//!    the address, mount and path. Their events never carry a token (checked in vaultrs
-//!    0.8 and rustify 0.7, and by the integration test that captures every level): tokens
-//!    travel only in the `X-Vault-Token` header, request bodies are not recorded, spans
-//!    record the method and path, and errors are logged by `Display`, which leaves out the
-//!    response body that rustify keeps in some errors. That body (a login answer holds a
-//!    token) is therefore never formatted here either: [`api_error`] keeps only the status
-//!    and Vault's `errors` words.
-//! 2. **`kv2::read` drops the version** that check-and-set needs (so does
-//!    `kv2::read_version`). [`Api::kv_read`] executes vaultrs's own `ReadSecretRequest`
-//!    endpoint with [`vaultrs::api::exec_with_result`], which returns the version with the
-//!    data in one call and needs no more ACL than before (read on `{mount}/data/{path}`).
-//!    A 404 does not tell "never written" from "latest version deleted or destroyed" (the
-//!    version is in the body, which vaultrs drops), so then [`kv2::read_metadata`] gives
-//!    `current_version`, and [`kv2::read_version`] the data should that version be live
-//!    after all (written meanwhile). A write racing between two of these calls is harmless:
-//!    the check-and-set write fails with 400 and the sink reads again.
-//! 3. **vaultrs types print the token in `Debug`** ([`VaultClientSettings`],
-//!    [`EndpointMiddleware`], `AuthInfo`, `LookupTokenResponse`). Nothing here derives or
-//!    calls `Debug` on them: answers are turned into [`Lease`] (token in a
-//!    [`SecretString`]) at once, and the sink's own `Debug` impls are written by hand.
+//! vaultrs and rustify log every non-2xx answer at ERROR (`#[instrument(err)]`), expected
+//! ones too: the 404 of a first write, the 400 of a check-and-set conflict, the 403 that
+//! triggers a new login. tokend's log filter turns both targets off unless the operator
+//! names them ([`crate::observability::logging`]); the sink reports real failures itself.
+//! Their events never carry a token (checked in vaultrs 0.8 and rustify 0.7, and by the
+//! integration test that captures every level): tokens travel only in the `X-Vault-Token`
+//! header, spans record the method and path, and errors are logged by `Display`, which
+//! leaves out the response body rustify keeps in some errors. That body (a login answer
+//! holds a token) is never formatted here either: [`api_error`] keeps only the status and
+//! Vault's `errors` words. vaultrs's settings, middleware and answers print the token in
+//! `Debug`; nothing here derives or calls `Debug` on them.
 //!
 //! Callers decide on the HTTP status ([`ApiError::Status`]), never on the wording of Vault's
 //! `errors` array: OpenBao and HashiCorp Vault word the same error differently
@@ -61,15 +50,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderValue;
+use rustify::clients::reqwest::Client as HttpClient;
 use rustify::errors::ClientError as HttpError;
 use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use url::Url;
-use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
-use vaultrs::api::kv2::responses::ReadSecretResponse;
-use vaultrs::api::{AuthInfo, EndpointMiddleware};
-use vaultrs::client::{Client, VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
+use vaultrs::api::AuthInfo;
+use vaultrs::api::kv2::requests::SetSecretRequestOptions;
+use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use vaultrs::kv2;
 
@@ -80,6 +69,35 @@ const MAX_DETAIL: usize = 240;
 #[derive(Clone)]
 pub(super) struct Api {
     vault: Arc<VaultClient>,
+}
+
+/// A token and the vaultrs client that sends it. Cheap to clone; no `Debug`.
+#[derive(Clone)]
+pub(super) struct Session(Arc<Authed>);
+
+struct Authed {
+    token: SecretString,
+    vault: VaultClient,
+}
+
+impl Drop for Authed {
+    fn drop(&mut self) {
+        // vaultrs keeps the token in plain `String`s; wipe them like `SecretString` does.
+        self.vault.middle.token.zeroize();
+        self.vault.settings.token.zeroize();
+    }
+}
+
+impl Session {
+    /// The token this session sends.
+    pub fn token(&self) -> &SecretString {
+        &self.0.token
+    }
+
+    /// Whether both send the same token.
+    pub fn same_token(&self, other: &Session) -> bool {
+        self.token().expose_secret() == other.token().expose_secret()
+    }
 }
 
 /// Why a call failed.
@@ -111,16 +129,16 @@ pub(super) enum ApiError {
 
 /// The current state of a KV v2 secret, as needed for check-and-set.
 pub(super) struct KvCurrent {
-    /// `metadata.version` of the latest version; 0 when the secret was never written.
+    /// `current_version` from the metadata; 0 when the secret was never written.
     pub version: u64,
-    /// The latest version's data; `None` when absent, deleted or destroyed.
+    /// That version's data; `None` when absent, deleted or destroyed.
     pub data: Option<Map<String, Value>>,
 }
 
 /// A Vault token and what Vault says about its lifetime.
 pub(super) struct Lease {
-    /// The token itself.
-    pub token: SecretString,
+    /// The token, ready to send.
+    pub session: Session,
     /// The token's accessor: identifies it (lookup, revoke) but cannot authenticate.
     pub accessor: String,
     /// Time to live left; zero for a token that never expires (root tokens).
@@ -140,57 +158,8 @@ fn lease_ttl(secs: u64) -> Duration {
     Duration::from_secs(secs).min(crate::bounds::MAX_LIFETIME)
 }
 
-impl Lease {
-    /// The `auth` object of a login or renewal answer; its token moves into a secret.
-    fn from_auth(auth: AuthInfo) -> Lease {
-        let ttl = lease_ttl(auth.lease_duration);
-        Lease {
-            token: SecretString::from(auth.client_token),
-            accessor: auth.accessor,
-            ttl,
-            renewable: auth.renewable,
-            full_ttl: ttl,
-        }
-    }
-}
-
-/// The sink's [`VaultClient`] with a token: what every call but a login runs on.
-///
-/// vaultrs takes the token from [`Client::middle`], so this view carries its own copy of
-/// the middleware (version, namespace, token) and borrows the rest. No `Debug`, and the
-/// token copy is wiped on drop.
-struct Authed<'a> {
-    vault: &'a VaultClient,
-    middle: EndpointMiddleware,
-}
-
-impl Client for Authed<'_> {
-    fn http(&self) -> &rustify::clients::reqwest::Client {
-        &self.vault.http
-    }
-
-    fn middle(&self) -> &EndpointMiddleware {
-        &self.middle
-    }
-
-    fn settings(&self) -> &VaultClientSettings {
-        &self.vault.settings
-    }
-
-    fn set_token(&mut self, token: &str) {
-        self.middle.token.zeroize();
-        self.middle.token = token.to_string();
-    }
-}
-
-impl Drop for Authed<'_> {
-    fn drop(&mut self) {
-        self.middle.token.zeroize();
-    }
-}
-
 impl Api {
-    /// A vaultrs client for the server at `base` (its path ends with `/`; its host is the
+    /// A vaultrs client for the server at `base` (no path; its host is the
     /// `tls_server_name` when set), sending requests through `http`.
     pub fn new(
         http: reqwest::Client,
@@ -198,11 +167,8 @@ impl Api {
         namespace: Option<String>,
         timeout: Duration,
     ) -> Result<Api, String> {
-        let mut origin = base.clone();
-        origin.set_path("/");
-        let prefix = base.path().trim_start_matches('/').to_string();
         let settings = VaultClientSettingsBuilder::default()
-            .address(origin.as_str())
+            .address(base.as_str())
             .namespace(namespace)
             .timeout(Some(timeout))
             // Explicit, so that none of these is taken from the environment.
@@ -214,10 +180,8 @@ impl Api {
             .map_err(|e| format!("cannot set up the vault client: {e}"))?;
         let mut vault = VaultClient::new(settings)
             .map_err(|e| format!("cannot set up the vault client: {e}"))?;
-        // What vaultrs cannot express (module doc): tokend's transport, and the address's
-        // path in front of the API version.
-        vault.http.http = http;
-        vault.middle.version = format!("{prefix}{}", vault.middle.version);
+        // tokend's HTTP client, redirects off (module doc).
+        vault.http = HttpClient::new(base.as_str(), http);
         Ok(Api {
             vault: Arc::new(vault),
         })
@@ -226,81 +190,62 @@ impl Api {
     /// The host requests go to (the `tls_server_name` when set).
     #[cfg(test)]
     pub fn base_host(&self) -> String {
-        Url::parse(&self.vault.http.base)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
+        self.vault
+            .settings
+            .address
+            .host_str()
             .unwrap_or_default()
+            .to_string()
     }
 
-    /// The client with `token` in its middleware.
-    fn authed(&self, token: &SecretString) -> Result<Authed<'_>, ApiError> {
+    /// A client that sends `token`, over the same HTTP client.
+    pub fn session(&self, token: SecretString) -> Result<Session, ApiError> {
         // vaultrs would panic on a token that is not a valid header value.
         if HeaderValue::from_str(token.expose_secret()).is_err() {
             return Err(ApiError::BadToken);
         }
-        let mut middle = self.vault.middle.clone();
-        middle.token = token.expose_secret().to_string();
-        Ok(Authed {
-            vault: &self.vault,
-            middle,
+        let mut vault = VaultClient {
+            // A clone of a reqwest client shares its connection pool.
+            http: HttpClient::new(&self.vault.http.base, self.vault.http.http.clone()),
+            middle: self.vault.middle.clone(),
+            settings: self.vault.settings.clone(),
+        };
+        vault.set_token(token.expose_secret());
+        Ok(Session(Arc::new(Authed { token, vault })))
+    }
+
+    /// A login or renewal answer as a [`Lease`]; its token moves into a secret.
+    fn lease(&self, auth: AuthInfo) -> Result<Lease, ApiError> {
+        let ttl = lease_ttl(auth.lease_duration);
+        Ok(Lease {
+            session: self.session(SecretString::from(auth.client_token))?,
+            accessor: auth.accessor,
+            ttl,
+            renewable: auth.renewable,
+            full_ttl: ttl,
         })
     }
 
-    /// Reads the latest version of `mount`/`path` (GET `{mount}/data/{path}`).
-    ///
-    /// A 404 means "not there": the secret was never written, its latest version is
-    /// deleted or destroyed (then its metadata still carries the version, which
-    /// check-and-set needs), or the mount does not exist. The write that follows tells the
-    /// last case apart by its own 404.
+    /// The current version of `mount`/`path` and its data: [`kv2::read_metadata`] for the
+    /// version (a 404 means never written, or no such mount, which the write that follows
+    /// tells by its own 404), then [`kv2::read_version`] for that version's data unless it
+    /// is deleted or destroyed. A write between the two reads is harmless: the
+    /// check-and-set write on the version read fails with 400 and the sink reads again.
     pub async fn kv_read(
         &self,
-        token: &SecretString,
+        session: &Session,
         mount: &str,
         path: &str,
     ) -> Result<KvCurrent, ApiError> {
-        let client = self.authed(token)?;
-        let endpoint = ReadSecretRequest::builder()
-            .mount(mount)
-            .path(path)
-            .build()
-            .expect("mount and path are set");
-        let result: Result<ReadSecretResponse, _> =
-            vaultrs::api::exec_with_result(&client, endpoint).await;
-        match result {
-            Ok(answer) => Ok(KvCurrent {
-                version: answer.metadata.version,
-                data: object(answer.data),
-            }),
-            Err(e) if status_of(&e) == Some(404) => self.kv_after_404(&client, mount, path).await,
-            Err(e) => Err(api_error(e, |json| {
-                if json {
-                    // A KV v1 secret literally named `data/<path>`.
-                    ApiError::NotKv2
-                } else {
-                    ApiError::Malformed("http 200 with a body that is not json".into())
-                }
-            })),
-        }
-    }
-
-    /// After a 404 on the data: the version from the metadata (0 when there is none).
-    async fn kv_after_404(
-        &self,
-        client: &Authed<'_>,
-        mount: &str,
-        path: &str,
-    ) -> Result<KvCurrent, ApiError> {
-        let metadata = match kv2::read_metadata(client, mount, path).await {
+        let vault = &session.0.vault;
+        let absent = |version| KvCurrent {
+            version,
+            data: None,
+        };
+        let metadata = match kv2::read_metadata(vault, mount, path).await {
             Ok(metadata) => metadata,
-            // 404: never written (or no such mount). 403: the policy allows the data but not
-            // the metadata; assume never written, and should the latest version be deleted
-            // after all, check-and-set refuses the write and the sink says so.
-            Err(e) if matches!(status_of(&e), Some(403 | 404)) => {
-                return Ok(KvCurrent {
-                    version: 0,
-                    data: None,
-                });
-            }
+            Err(e) if status_of(&e) == Some(404) => return Ok(absent(0)),
+            // A 2xx that is not metadata: a KV v1 secret literally named `metadata/<path>`.
             Err(e) => return Err(api_error(e, |_| ApiError::NotKv2)),
         };
         let version = metadata.current_version;
@@ -309,43 +254,37 @@ impl Api {
             .get(&version.to_string())
             .is_some_and(|v| v.deletion_time.is_empty() && !v.destroyed);
         if version == 0 || !live {
-            return Ok(KvCurrent {
-                version,
-                data: None,
-            });
+            return Ok(absent(version));
         }
-        // Written since the first read: its data decides, not just its version.
-        match kv2::read_version::<Value>(client, mount, path, version).await {
+        match kv2::read_version::<Value>(vault, mount, path, version).await {
             Ok(data) => Ok(KvCurrent {
                 version,
                 data: object(data),
             }),
-            Err(e) if status_of(&e) == Some(404) => Ok(KvCurrent {
-                version,
-                data: None,
-            }),
+            // Deleted between the two reads.
+            Err(e) if status_of(&e) == Some(404) => Ok(absent(version)),
             Err(e) => Err(api_error(e, |_| ApiError::NotKv2)),
         }
     }
 
     /// Writes `data` as a new version of `mount`/`path` with check-and-set `cas`
-    /// (POST `{mount}/data/{path}`): Vault refuses with 400 unless the current version is
+    /// ([`kv2::set_with_options`]): Vault refuses with 400 unless the current version is
     /// `cas` (0: the secret must not exist yet). Returns the new version.
     pub async fn kv_write(
         &self,
-        token: &SecretString,
+        session: &Session,
         mount: &str,
         path: &str,
         data: &Value,
         cas: u64,
     ) -> Result<u64, ApiError> {
-        let client = self.authed(token)?;
         let cas = u32::try_from(cas).map_err(|_| {
             ApiError::Request(format!(
                 "version {cas} is beyond what vaultrs can send for check-and-set"
             ))
         })?;
-        kv2::set_with_options(&client, mount, path, data, SetSecretRequestOptions { cas })
+        let options = SetSecretRequestOptions { cas };
+        kv2::set_with_options(&session.0.vault, mount, path, data, options)
             .await
             .map(|written| written.version)
             // KV v1 answers 204 with no body: it stored a secret literally named
@@ -360,15 +299,15 @@ impl Api {
         role_id: &SecretString,
         secret_id: &SecretString,
     ) -> Result<Lease, ApiError> {
-        vaultrs::auth::approle::login(
+        let auth = vaultrs::auth::approle::login(
             &*self.vault,
             mount,
             role_id.expose_secret(),
             secret_id.expose_secret(),
         )
         .await
-        .map(Lease::from_auth)
-        .map_err(|e| api_error(e, auth_malformed))
+        .map_err(|e| api_error(e, auth_malformed))?;
+        self.lease(auth)
     }
 
     /// Logs in with a Kubernetes service account token at `auth/{mount}/login`.
@@ -378,25 +317,26 @@ impl Api {
         role: &str,
         jwt: &SecretString,
     ) -> Result<Lease, ApiError> {
-        vaultrs::auth::kubernetes::login(&*self.vault, mount, role, jwt.expose_secret())
+        let auth = vaultrs::auth::kubernetes::login(&*self.vault, mount, role, jwt.expose_secret())
             .await
-            .map(Lease::from_auth)
-            .map_err(|e| api_error(e, auth_malformed))
+            .map_err(|e| api_error(e, auth_malformed))?;
+        self.lease(auth)
     }
 
-    /// Asks Vault about `token` itself (GET `auth/token/lookup-self`, allowed by the
+    /// Asks Vault about the session's token (GET `auth/token/lookup-self`, allowed by the
     /// default policy). Used for token auth, where nothing else tells the sink the TTL.
-    pub async fn lookup_self(&self, token: &SecretString) -> Result<Lease, ApiError> {
-        let client = self.authed(token)?;
-        let mut answer = vaultrs::token::lookup_self(&client).await.map_err(|e| {
-            api_error(e, |_| {
-                ApiError::Malformed("token lookup answer without the token's data".into())
-            })
-        })?;
-        // The answer repeats the token; the caller has it already.
+    pub async fn lookup_self(&self, session: &Session) -> Result<Lease, ApiError> {
+        let mut answer = vaultrs::token::lookup_self(&session.0.vault)
+            .await
+            .map_err(|e| {
+                api_error(e, |_| {
+                    ApiError::Malformed("token lookup answer without the token's data".into())
+                })
+            })?;
+        // The answer repeats the token; the session has it already.
         answer.id.zeroize();
         Ok(Lease {
-            token: token.clone(),
+            session: session.clone(),
             accessor: answer.accessor,
             ttl: lease_ttl(answer.ttl),
             renewable: answer.renewable.unwrap_or(false),
@@ -406,15 +346,50 @@ impl Api {
         })
     }
 
-    /// Extends `token` (POST `auth/token/renew-self`, no increment: Vault grants the
-    /// token's normal TTL, capped by its max TTL). `full_ttl` of the answer is left at the
-    /// granted TTL; the caller compares it with the TTL it expected.
-    pub async fn renew_self(&self, token: &SecretString) -> Result<Lease, ApiError> {
-        let client = self.authed(token)?;
-        vaultrs::token::renew_self(&client, None)
+    /// Extends the session's token (POST `auth/token/renew-self`, no increment: Vault
+    /// grants the token's normal TTL, capped by its max TTL). `full_ttl` of the answer is
+    /// left at the granted TTL; the caller compares it with the TTL it expected.
+    pub async fn renew_self(&self, session: &Session) -> Result<Lease, ApiError> {
+        let mut auth = vaultrs::token::renew_self(&session.0.vault, None)
             .await
-            .map(Lease::from_auth)
-            .map_err(|e| api_error(e, auth_malformed))
+            .map_err(|e| api_error(e, auth_malformed))?;
+        // The same token again; keep the session that has it.
+        auth.client_token.zeroize();
+        let ttl = lease_ttl(auth.lease_duration);
+        Ok(Lease {
+            session: session.clone(),
+            accessor: auth.accessor,
+            ttl,
+            renewable: auth.renewable,
+            full_ttl: ttl,
+        })
+    }
+}
+
+/// `": words"` when there are words.
+pub(super) fn colon(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// Why Vault could not be used, for a transient error message.
+pub(super) fn describe_unavailable(e: &ApiError) -> String {
+    match e {
+        ApiError::Status { status, detail } => format!("http {status}{}", colon(detail)),
+        ApiError::Transport {
+            timeout: true,
+            detail,
+        } => format!("no answer in time ({detail})"),
+        ApiError::Transport { detail, .. } => format!("cannot reach vault: {detail}"),
+        ApiError::Malformed(what) => format!("unexpected answer: {what}"),
+        ApiError::NotKv2 => "unexpected answer without kv v2 metadata".into(),
+        ApiError::BadToken => {
+            "the vault token holds characters that cannot be sent in an http header".into()
+        }
+        ApiError::Request(what) => format!("cannot send the request: {what}"),
     }
 }
 
@@ -541,265 +516,4 @@ fn transport(source: anyhow::Error) -> ApiError {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use serde_json::json;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    #[test]
-    fn error_words_are_one_short_line() {
-        assert_eq!(
-            error_words(br#"{"errors":["1 error occurred:\n\t* permission denied\n\n"]}"#),
-            "1 error occurred: * permission denied"
-        );
-        assert_eq!(error_words(br#"{"errors":[]}"#), "");
-        assert_eq!(error_words(b"<html>bad gateway</html>"), "");
-        let long = format!(r#"{{"errors":["{}"]}}"#, "x".repeat(1000));
-        assert_eq!(error_words(long.as_bytes()).chars().count(), MAX_DETAIL + 1);
-    }
-
-    /// One request as a scripted server saw it.
-    #[derive(Debug, Clone)]
-    struct Seen {
-        /// `GET /v1/secret/data/x HTTP/1.1`.
-        line: String,
-        /// Header lines, lower-cased names.
-        headers: Vec<(String, String)>,
-        body: String,
-    }
-
-    impl Seen {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        }
-    }
-
-    /// A loopback HTTP/1.1 server that answers each connection's request with the next
-    /// `(status, body)` of its script and records what it saw.
-    async fn scripted(script: Vec<(u16, &'static str)>) -> (Url, Arc<Mutex<Vec<Seen>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        tokio::spawn(async move {
-            for (status, body) in script {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head, length) = loop {
-                    let n = socket.read(&mut chunk).await.unwrap();
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                        let length = head
-                            .lines()
-                            .filter_map(|l| l.split_once(':'))
-                            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                            .map_or(0, |(_, v)| v.trim().parse::<usize>().unwrap());
-                        buf.drain(..end + 4);
-                        break (head, length);
-                    }
-                };
-                while buf.len() < length {
-                    let n = socket.read(&mut chunk).await.unwrap();
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let mut lines = head.lines();
-                // vaultrs sends an empty query (`data/x?`) when no version is given.
-                let line = lines.next().unwrap().replace("? HTTP/", " HTTP/");
-                let headers = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                log.lock().unwrap().push(Seen {
-                    line,
-                    headers,
-                    body: String::from_utf8_lossy(&buf).to_string(),
-                });
-                let answer = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                socket.write_all(answer.as_bytes()).await.unwrap();
-                socket.shutdown().await.ok();
-            }
-        });
-        (url, seen)
-    }
-
-    fn api(base: &Url, namespace: Option<&str>) -> Api {
-        Api::new(
-            crate::http_client::build(crate::http_client::ClientOptions::default()).unwrap(),
-            base,
-            namespace.map(str::to_string),
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    }
-
-    fn token(t: &str) -> SecretString {
-        SecretString::from(t.to_string())
-    }
-
-    const NOT_FOUND: &str = r#"{"errors":[]}"#;
-    const METADATA_V3_DELETED: &str = r#"{"data":{"cas_required":false,"created_time":"t",
-        "current_version":3,"delete_version_after":"0s","max_versions":0,"oldest_version":0,
-        "updated_time":"t","custom_metadata":null,"versions":{"3":{"created_time":"t",
-        "deletion_time":"t2","destroyed":false}}},"lease_id":"","lease_duration":0,
-        "renewable":false,"request_id":"r"}"#;
-    const DATA_V3: &str = r#"{"data":{"data":{"access_token":"a"},"metadata":{
-        "created_time":"t","deletion_time":"","destroyed":false,"version":3}},
-        "lease_id":"","lease_duration":0,"renewable":false,"request_id":"r"}"#;
-
-    #[tokio::test]
-    async fn requests_carry_token_namespace_and_the_address_path_before_v1() {
-        let (mut base, seen) = scripted(vec![(200, DATA_V3)]).await;
-        base.set_path("/prefix/");
-        let api = api(&base, Some("team/a"));
-        let current = api
-            .kv_read(&token("hvs.secret"), "team/kv", "tokend/a b")
-            .await
-            .unwrap();
-        assert_eq!(current.version, 3);
-        assert_eq!(current.data.unwrap()["access_token"], "a");
-        let seen = seen.lock().unwrap()[0].clone();
-        assert_eq!(
-            seen.line, "GET /prefix/v1/team/kv/data/tokend/a%20b HTTP/1.1",
-            "{seen:?}"
-        );
-        assert_eq!(seen.header("x-vault-token"), Some("hvs.secret"));
-        assert_eq!(seen.header("x-vault-namespace"), Some("team/a"));
-        assert_eq!(seen.header("x-vault-request"), Some("true"));
-    }
-
-    #[tokio::test]
-    async fn a_404_takes_the_version_from_the_metadata() {
-        // Never written: data 404, metadata 404.
-        let (base, seen) = scripted(vec![(404, NOT_FOUND), (404, NOT_FOUND)]).await;
-        let current = api(&base, None)
-            .kv_read(&token("t"), "secret", "x")
-            .await
-            .unwrap();
-        assert_eq!((current.version, current.data.is_none()), (0, true));
-        let lines: Vec<String> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.line.clone())
-            .collect();
-        assert_eq!(
-            lines,
-            [
-                "GET /v1/secret/data/x HTTP/1.1",
-                "GET /v1/secret/metadata/x HTTP/1.1"
-            ]
-        );
-
-        // Latest version deleted: its 404 has no `errors`, the metadata has the version.
-        let deleted = r#"{"data":{"data":null,"metadata":{"created_time":"t",
-            "deletion_time":"t2","destroyed":false,"version":3}}}"#;
-        let (base, _) = scripted(vec![(404, deleted), (200, METADATA_V3_DELETED)]).await;
-        let current = api(&base, None)
-            .kv_read(&token("t"), "secret", "x")
-            .await
-            .unwrap();
-        assert_eq!((current.version, current.data.is_none()), (3, true));
-
-        // Written between the two reads: that version's data is read too.
-        let live = METADATA_V3_DELETED.replace(r#""deletion_time":"t2""#, r#""deletion_time":"""#);
-        let live: &'static str = Box::leak(live.into_boxed_str());
-        let (base, seen) = scripted(vec![(404, NOT_FOUND), (200, live), (200, DATA_V3)]).await;
-        let current = api(&base, None)
-            .kv_read(&token("t"), "secret", "x")
-            .await
-            .unwrap();
-        assert_eq!(current.version, 3);
-        assert_eq!(current.data.unwrap()["access_token"], "a");
-        assert_eq!(
-            seen.lock().unwrap()[2].line,
-            "GET /v1/secret/data/x?version=3 HTTP/1.1"
-        );
-    }
-
-    #[tokio::test]
-    async fn writes_send_check_and_set_and_spot_kv_v1() {
-        let written = r#"{"data":{"created_time":"t","deletion_time":"","destroyed":false,
-            "version":4},"lease_id":"","lease_duration":0,"renewable":false,"request_id":"r"}"#;
-        let (base, seen) = scripted(vec![(200, written), (204, "")]).await;
-        let api = api(&base, None);
-        let data = json!({ "access_token": "a" });
-        assert_eq!(
-            api.kv_write(&token("t"), "secret", "x", &data, 3)
-                .await
-                .unwrap(),
-            4
-        );
-        let body: Value = serde_json::from_str(&seen.lock().unwrap()[0].body).unwrap();
-        assert_eq!(body, json!({ "data": data, "options": { "cas": 3 } }));
-        assert!(matches!(
-            api.kv_write(&token("t"), "kv1", "x", &data, 0).await,
-            Err(ApiError::NotKv2)
-        ));
-    }
-
-    #[tokio::test]
-    async fn errors_keep_the_status_and_vault_words_only() {
-        let (base, _) = scripted(vec![
-            (503, r#"{"errors":["Vault is sealed"]}"#),
-            (502, "<html>bad gateway</html>"),
-            (200, r#"{"auth":null,"client_token":"hvs.leaked"}"#),
-        ])
-        .await;
-        let api = api(&base, None);
-        let e = api.kv_read(&token("t"), "secret", "x").await.err().unwrap();
-        assert!(
-            matches!(&e, ApiError::Status { status: 503, detail } if detail == "Vault is sealed"),
-            "{e:?}"
-        );
-        let e = api.renew_self(&token("t")).await.err().unwrap();
-        assert!(
-            matches!(&e, ApiError::Status { status: 502, detail } if detail.is_empty()),
-            "{e:?}"
-        );
-        let e = api
-            .approle_login("approle", &token("r"), &token("s"))
-            .await
-            .err()
-            .unwrap();
-        assert!(matches!(&e, ApiError::Malformed(_)), "{e:?}");
-        assert!(!format!("{e:?}").contains("hvs.leaked"), "{e:?}");
-    }
-
-    #[tokio::test]
-    async fn transport_errors_and_unsendable_tokens() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-        let api = api(&base, None);
-        let e = api.lookup_self(&token("t")).await.err().unwrap();
-        assert!(
-            matches!(&e, ApiError::Transport { timeout: false, detail } if !detail.contains("127.0.0.1")),
-            "{e:?}"
-        );
-        let e = api.kv_read(&token("a\nb"), "secret", "x").await.err();
-        assert!(matches!(e, Some(ApiError::BadToken)));
-    }
-
-    /// Issue 11: a TTL of u64::MAX from a hostile server once overflowed `Instant + ttl`.
-    #[test]
-    fn lease_ttls_are_clamped_to_a_year() {
-        assert_eq!(lease_ttl(u64::MAX), crate::bounds::MAX_LIFETIME);
-        assert_eq!(lease_ttl(3600), Duration::from_secs(3600));
-    }
-}
+mod tests;

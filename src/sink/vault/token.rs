@@ -17,9 +17,9 @@
 //! The Vault calls are vaultrs's (`auth::approle::login`, `auth::kubernetes::login`,
 //! `token::lookup_self`, `token::renew_self`, through [`super::api`]). A vaultrs login only
 //! returns the token: it does not put it on the client, and nothing in vaultrs renews it,
-//! so this module holds it and hands it to each call.
+//! so this module holds it as a [`Session`] (a vaultrs client with that token set, built
+//! once per token) and hands that to each write.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,8 +27,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::api::{Api, ApiError, Lease};
-use crate::config::secret::SecretValueConfig;
+use super::api::{Api, ApiError, Lease, Session, colon, describe_unavailable};
+use super::config::Auth;
 use crate::sink::SinkError;
 
 /// The shortest sleep between two steps of the renewal task (guards against a TTL of a
@@ -38,65 +38,6 @@ const MIN_STEP: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Writes log in again when less than this much of the token's life is left.
 const MAX_WRITE_MARGIN: Duration = Duration::from_secs(10);
-
-/// How the sink obtains its Vault token (the `auth` table, validated).
-pub(super) enum Auth {
-    /// A token given by the operator; re-read from its source whenever it must be replaced.
-    Token {
-        /// Where the token comes from.
-        value: SecretValueConfig,
-        /// The config file's directory, for relative `file` values.
-        base_dir: PathBuf,
-    },
-    /// AppRole login at `auth/{mount}/login`.
-    AppRole {
-        /// The auth mount.
-        mount: String,
-        /// The role id.
-        role_id: SecretValueConfig,
-        /// The secret id; re-read at every login, so a rotated file is picked up.
-        secret_id: SecretValueConfig,
-        /// The config file's directory, for relative `file` values.
-        base_dir: PathBuf,
-    },
-    /// Kubernetes login at `auth/{mount}/login` with the pod's service account token.
-    Kubernetes {
-        /// The auth mount.
-        mount: String,
-        /// The Vault role.
-        role: String,
-        /// The service account token file; re-read at every login (projected tokens rotate).
-        jwt_file: PathBuf,
-    },
-}
-
-impl Auth {
-    /// Whether a new token can be obtained without the operator (a login).
-    fn can_login(&self) -> bool {
-        !matches!(self, Auth::Token { .. })
-    }
-
-    /// How the token is obtained, for messages: `approle login at auth/approle`.
-    pub fn describe(&self) -> String {
-        match self {
-            Auth::Token { value, .. } => format!("vault token from {}", source_name(value)),
-            Auth::AppRole { mount, .. } => format!("approle login at auth/{mount}"),
-            Auth::Kubernetes { mount, role, .. } => {
-                format!("kubernetes login at auth/{mount} (role {role:?})")
-            }
-        }
-    }
-}
-
-/// Where a secret value comes from, without the value: `$VAULT_TOKEN`, `file /run/t`.
-fn source_name(value: &SecretValueConfig) -> String {
-    match value {
-        SecretValueConfig::Literal(_) => "the config file".into(),
-        SecretValueConfig::Env(var) => format!("${var}"),
-        SecretValueConfig::File(path) => format!("file {}", path.display()),
-        SecretValueConfig::Credential(name) => format!("credential {name:?}"),
-    }
-}
 
 /// Names used in log lines and error messages.
 pub(super) struct Names {
@@ -151,7 +92,8 @@ struct State {
 }
 
 struct Held {
-    token: SecretString,
+    /// The token, and the vaultrs client that sends it.
+    session: Session,
     accessor: String,
     renewable: bool,
     full_ttl: Duration,
@@ -240,7 +182,7 @@ impl Keeper {
 
     /// A token to write with: the held one while it has life left, else a new one.
     /// Starts the renewal task if it is not running.
-    pub async fn token(&self) -> Result<SecretString, SinkError> {
+    pub async fn token(&self) -> Result<Session, SinkError> {
         if let Some(token) = self.shared.usable() {
             return Ok(token);
         }
@@ -253,12 +195,12 @@ impl Keeper {
 
     /// Called after Vault refused `failed` with 403: obtains a new token, unless another
     /// write or the task already replaced it.
-    pub async fn reauth(&self, failed: &SecretString) -> Result<SecretString, SinkError> {
+    pub async fn reauth(&self, failed: &Session) -> Result<Session, SinkError> {
         let _gate = self.shared.gate.lock().await;
         if let Some(held) = &self.shared.lock().held
-            && held.token.expose_secret() != failed.expose_secret()
+            && !held.session.same_token(failed)
         {
-            return Ok(held.token.clone());
+            return Ok(held.session.clone());
         }
         tracing::info!(
             account = %self.shared.names.account,
@@ -299,7 +241,7 @@ impl Shared {
     }
 
     /// The held token if a write may use it; starts the renewal task when needed.
-    fn usable(self: &Arc<Self>) -> Option<SecretString> {
+    fn usable(self: &Arc<Self>) -> Option<Session> {
         let mut state = self.lock();
         let held = state.held.as_ref()?;
         if let Some((at, _)) = held.expires {
@@ -314,9 +256,9 @@ impl Shared {
                 return None;
             }
         }
-        let token = held.token.clone();
+        let session = held.session.clone();
         self.start_task(&mut state);
-        Some(token)
+        Some(session)
     }
 
     /// Spawns the renewal task if the held token expires and no task runs.
@@ -341,13 +283,13 @@ impl Shared {
     }
 
     /// Obtains a new token and holds it. The caller holds `gate`.
-    async fn obtain(self: &Arc<Self>) -> Result<SecretString, SinkError> {
+    async fn obtain(self: &Arc<Self>) -> Result<Session, SinkError> {
         let lease = self.fetch().await?;
-        let token = lease.token.clone();
+        let session = lease.session.clone();
         // The sink's own Vault token is a secret like any other (issue 12).
         crate::redact::register(
             &format!("{}/{}", self.names.account, self.names.label),
-            token.expose_secret(),
+            session.token().expose_secret(),
         );
         let mut state = self.lock();
         // Token auth: the source still holds the token we had, so there is nothing newer.
@@ -355,7 +297,7 @@ impl Shared {
             && state
                 .held
                 .as_ref()
-                .is_some_and(|h| h.token.expose_secret() == lease.token.expose_secret());
+                .is_some_and(|h| h.session.same_token(&lease.session));
         tracing::info!(
             account = %self.names.account,
             sink = %self.names.label,
@@ -369,7 +311,7 @@ impl Shared {
         self.start_task(&mut state);
         drop(state);
         self.changed.notify_one();
-        Ok(token)
+        Ok(session)
     }
 
     /// One login (or token read) against Vault.
@@ -396,7 +338,10 @@ impl Shared {
                     &format!("{}/vault-token", self.names.account),
                     token.expose_secret(),
                 );
-                self.api.lookup_self(&token).await
+                match self.api.session(token) {
+                    Ok(session) => self.api.lookup_self(&session).await,
+                    Err(e) => Err(e),
+                }
             }
             Auth::AppRole {
                 mount,
@@ -476,14 +421,10 @@ impl Shared {
     }
 
     /// Performs one step of the renewal task on `planned`, the token it was planned for.
-    async fn step(
-        self: &Arc<Self>,
-        action: Action,
-        planned: &SecretString,
-    ) -> Result<(), SinkError> {
+    async fn step(self: &Arc<Self>, action: Action, planned: &Session) -> Result<(), SinkError> {
         let _gate = self.gate.lock().await;
-        let current = self.lock().held.as_ref().map(|h| h.token.clone());
-        if current.is_none_or(|c| c.expose_secret() != planned.expose_secret()) {
+        let current = self.lock().held.as_ref().map(|h| h.session.clone());
+        if current.is_none_or(|c| !c.same_token(planned)) {
             // A write replaced the token meanwhile; the task plans again.
             return Ok(());
         }
@@ -541,7 +482,7 @@ impl Held {
         let expires = (lease.ttl > Duration::ZERO)
             .then(|| (Instant::now() + lease.ttl, SystemTime::now() + lease.ttl));
         Held {
-            token: lease.token,
+            session: lease.session,
             accessor: lease.accessor,
             renewable: lease.renewable,
             full_ttl: lease.full_ttl,
@@ -566,7 +507,7 @@ async fn keep_alive(shared: Arc<Shared>) {
             let mut state = shared.lock();
             let plan = state.held.as_ref().and_then(|held| {
                 next_step(shared.lifetime(held), failures)
-                    .map(|(delay, action)| (delay, action, held.token.clone()))
+                    .map(|(delay, action)| (delay, action, held.session.clone()))
             });
             match plan {
                 Some(plan) => plan,
@@ -619,125 +560,5 @@ async fn keep_alive(shared: Arc<Shared>) {
     }
 }
 
-/// `": words"` when there are words.
-pub(super) fn colon(detail: &str) -> String {
-    if detail.is_empty() {
-        String::new()
-    } else {
-        format!(": {detail}")
-    }
-}
-
-/// Why Vault could not be used, for a transient error message.
-pub(super) fn describe_unavailable(e: &ApiError) -> String {
-    match e {
-        ApiError::Status { status, detail } => format!("http {status}{}", colon(detail)),
-        ApiError::Transport {
-            timeout: true,
-            detail,
-        } => format!("no answer in time ({detail})"),
-        ApiError::Transport { detail, .. } => format!("cannot reach vault: {detail}"),
-        ApiError::Malformed(what) => format!("unexpected answer: {what}"),
-        ApiError::NotKv2 => "unexpected answer without kv v2 metadata".into(),
-        ApiError::BadToken => {
-            "the vault token holds characters that cannot be sent in an http header".into()
-        }
-        ApiError::Request(what) => format!("cannot send the request: {what}"),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn life(remaining: Option<u64>, renewable: bool, capped: bool, replaceable: bool) -> Lifetime {
-        Lifetime {
-            remaining: remaining.map(Duration::from_secs),
-            renewable,
-            capped,
-            replaceable,
-        }
-    }
-
-    #[test]
-    fn renews_at_two_thirds_of_the_remaining_ttl() {
-        assert_eq!(
-            next_step(life(Some(3600), true, false, true), 0),
-            Some((Duration::from_secs(2400), Action::Renew))
-        );
-        // Token auth can renew too.
-        assert_eq!(
-            next_step(life(Some(30), true, false, false), 0),
-            Some((Duration::from_secs(20), Action::Renew))
-        );
-    }
-
-    #[test]
-    fn logs_in_again_when_renewing_cannot_help() {
-        // Max TTL reached: the last renewal came back short.
-        assert_eq!(
-            next_step(life(Some(3), true, true, true), 0),
-            Some((Duration::from_secs(2), Action::Replace))
-        );
-        // Not renewable at all.
-        assert_eq!(
-            next_step(life(Some(60), false, false, true), 0),
-            Some((Duration::from_secs(40), Action::Replace))
-        );
-        // Token auth whose source has nothing newer: nothing to do.
-        assert_eq!(next_step(life(Some(60), false, false, false), 0), None);
-    }
-
-    #[test]
-    fn tokens_without_ttl_need_nothing() {
-        assert_eq!(next_step(life(None, false, false, true), 0), None);
-        assert_eq!(next_step(life(Some(0), true, false, true), 0), None);
-    }
-
-    #[test]
-    fn failures_back_off_and_give_up_when_the_token_dies_first() {
-        assert_eq!(
-            next_step(life(Some(100), true, false, true), 1),
-            Some((Duration::from_secs(1), Action::Renew))
-        );
-        assert_eq!(
-            next_step(life(Some(100), true, false, true), 3),
-            Some((Duration::from_secs(4), Action::Renew))
-        );
-        assert_eq!(
-            next_step(life(Some(1000), true, false, true), 20),
-            Some((MAX_BACKOFF, Action::Renew))
-        );
-        assert_eq!(next_step(life(Some(3), true, false, true), 3), None);
-    }
-
-    #[test]
-    fn tiny_ttls_do_not_spin() {
-        let step = next_step(
-            Lifetime {
-                remaining: Some(Duration::from_millis(300)),
-                renewable: true,
-                capped: false,
-                replaceable: true,
-            },
-            0,
-        );
-        assert_eq!(step, Some((MIN_STEP, Action::Renew)));
-        let step = next_step(
-            Lifetime {
-                remaining: Some(Duration::from_millis(100)),
-                renewable: true,
-                capped: false,
-                replaceable: true,
-            },
-            0,
-        );
-        assert_eq!(step, None);
-    }
-
-    #[test]
-    fn writes_log_in_when_little_life_is_left() {
-        assert_eq!(write_margin(Duration::from_secs(5)), Duration::from_secs(1));
-        assert_eq!(write_margin(Duration::from_secs(3600)), MAX_WRITE_MARGIN);
-    }
-}
+mod tests;
