@@ -15,6 +15,8 @@
 //! - [`cli`] — the command line; [`demo`] — `tokend demo`.
 //! - [`emulator`] — loopback emulator of the provider APIs (demo and tests).
 //! - [`observability`] — logging.
+//! - `fuzzing` (hidden) — one fuzz input through the daemon's handling, for `fuzz/` and its
+//!   regression tests.
 
 pub mod account;
 pub mod cli;
@@ -23,6 +25,8 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod observability;
 pub mod provider;
 pub mod schedule;
