@@ -7,6 +7,7 @@ mod aws;
 mod config;
 mod daemon;
 mod emulator;
+mod fuzz_regressions;
 mod metrics;
 mod oauth2_real;
 mod oauth_server_smoke;
