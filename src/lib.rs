@@ -26,6 +26,8 @@
 //! - [`emulator`] — loopback emulator of the provider APIs (demo and tests).
 //! - [`observability`] — logging.
 //! - [`redact`] — the one redaction rule: secrets in every encoding, control characters.
+//! - `fuzzing` (hidden) — one fuzz input through the daemon's handling, for `fuzz/` and its
+//!   regression tests.
 
 pub mod account;
 pub mod board;
@@ -36,6 +38,8 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_client;
 pub mod notify_signal;
 pub mod observability;

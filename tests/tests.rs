@@ -9,6 +9,7 @@ mod config;
 mod daemon;
 mod emulator;
 mod fs_attacks;
+mod fuzz_regressions;
 mod hardening;
 mod hostile;
 mod listener;

@@ -218,7 +218,7 @@ fn render_json(
     })
 }
 
-async fn read_response(
+pub(crate) async fn read_response(
     mut response: reqwest::Response,
 ) -> Result<extract::Response, reqwest::Error> {
     let status = response.status().as_u16();
