@@ -13,6 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::account::policy::{self, Action, Event, Reason, Samples};
 use crate::account::{self, Services};
 use crate::config;
+use crate::settings;
 use crate::sink::rfc3339;
 use crate::startup::{UsageError, load, load_structure, runtime};
 use crate::state::{AccountState, from_ms};
@@ -167,7 +168,7 @@ fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("{e}")
         }
     })?;
-    let selected: Vec<&config::Account> = cfg
+    let selected: Vec<&settings::Account> = cfg
         .accounts
         .iter()
         .filter(|a| names.is_empty() || names.contains(&a.name))
@@ -193,7 +194,7 @@ fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
 /// One account for `once`: reuse a fresh token or obtain one (retrying a transient failure
 /// while the policy's wait is short, `policy::once_retry`), then write every sink. True
 /// when the account ends with a valid token in every sink.
-async fn once_account(account: &config::Account, svc: &Services) -> bool {
+async fn once_account(account: &settings::Account, svc: &Services) -> bool {
     let name = &account.name;
     let mut state = account::load_state(account, &svc.store);
     let facts = account::facts(&state, SystemTime::now(), None);
@@ -409,7 +410,7 @@ fn human_delta(from: SystemTime, to: SystemTime) -> String {
 }
 
 fn status_row(
-    a: &config::Account,
+    a: &settings::Account,
     state: Option<&AccountState>,
     stale: bool,
     now: SystemTime,

@@ -43,6 +43,7 @@ pub mod process;
 pub mod provider;
 pub mod redact;
 pub mod schedule;
+pub mod settings;
 pub mod sink;
 pub mod startup;
 pub mod state;

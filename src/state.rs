@@ -52,7 +52,7 @@ const VERSION: u32 = 1;
 pub const MAX_STATE_FILE: u64 = 1 << 20;
 
 /// Which state belongs to an account: a hash of its provider settings and credentials
-/// (`config::validate::fingerprint`), plus the hash today's release wrote before the
+/// (`settings::fingerprint`), plus the hash today's release wrote before the
 /// hash became a versioned serialisation (issue 11), accepted as an alias so an upgrade
 /// keeps every saved token. A state loaded under the alias is re-keyed to the current
 /// value and saved under it on its next write.
