@@ -1,14 +1,15 @@
 //! The provider half of account validation, called by `crate::settings::account`: a
 //! preset's exchanges merged with the account's overrides, then each exchange and the
 //! response spec checked (templates against the variables the account sets, methods,
-//! header names, JSON pointers). Works on `crate::config::raw` types and reports through
-//! the config [`Validator`], so it needs neither the whole config nor the sinks.
+//! header names, JSON pointers), and the `oauth2` options (grant, client authentication,
+//! the credentials they need). Works on `crate::config::raw` types and reports through the
+//! config [`Validator`], so it needs neither the whole config nor the sinks.
 
 use std::collections::BTreeMap;
 
 use crate::config::error::Validator;
 use crate::config::raw::{ExchangeConfig, ResponseConfig, Sources};
-use crate::provider::template;
+use crate::provider::template::{self, Vars};
 use crate::provider::{Body, Exchange, ResponseSpec, Source as ValueSource};
 
 /// The preset's exchange with the account's overrides applied.
@@ -227,4 +228,59 @@ pub fn validate_response(v: &mut Validator<'_>, raw: &ResponseConfig) -> Option<
         ok = false;
     }
     ok.then_some(spec)
+}
+
+/// `provider = "oauth2"`: checks `grant` and `client_auth` (defaults `client_credentials`
+/// and `basic`), sets them as template variables (the preset's templates branch on them)
+/// and requires the credentials that grant and method send. `has_credential` says whether
+/// the account sets a credential field. False when something is wrong (recorded in `v`).
+pub fn oauth2(
+    v: &mut Validator<'_>,
+    grant: Option<&str>,
+    client_auth: Option<&str>,
+    has_credential: impl Fn(&str) -> bool,
+    vars: &mut Vars,
+) -> bool {
+    let mut ok = true;
+    let grant = grant.unwrap_or("client_credentials");
+    if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
+        v.error(
+            "grant",
+            format!(
+                "{grant:?} is not a grant: expected client_credentials, password or refresh_token"
+            ),
+        );
+        ok = false;
+    }
+    let client_auth = client_auth.unwrap_or("basic");
+    if !matches!(client_auth, "basic" | "body") {
+        v.error(
+            "client_auth",
+            format!(
+                "{client_auth:?} is not a client authentication method: expected basic or body"
+            ),
+        );
+        ok = false;
+    }
+    vars.set_plain("grant", grant);
+    vars.set_plain("client_auth", client_auth);
+    let mut needed: Vec<&str> = match grant {
+        "password" => vec!["username", "password"],
+        "refresh_token" => vec!["refresh_token"],
+        _ => vec!["client_secret"],
+    };
+    if client_auth == "basic" {
+        needed.push("client_secret");
+    }
+    needed.dedup();
+    for field in needed {
+        if !has_credential(field) {
+            v.error(
+                field,
+                format!("required by grant = {grant:?} with client_auth = {client_auth:?}"),
+            );
+            ok = false;
+        }
+    }
+    ok
 }

@@ -21,7 +21,7 @@ use crate::provider::http::{Provider, VarsEq, check_scheme};
 use crate::provider::presets::{PROVIDERS, preset};
 use crate::provider::template::Vars;
 use crate::provider::validate::{
-    merge_exchange, merge_response, validate_exchange, validate_response,
+    merge_exchange, merge_response, oauth2, validate_exchange, validate_response,
 };
 use crate::provider::{Body, ProviderSpec};
 use crate::sink::SinkContext;
@@ -146,41 +146,13 @@ pub fn validate_account(
         }
     }
     if is_oauth2 {
-        let grant = raw.grant.as_deref().unwrap_or("client_credentials");
-        if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
-            v.error("grant", format!("{grant:?} is not a grant: expected client_credentials, password or refresh_token"));
-            failed = true;
-        }
-        let client_auth = raw.client_auth.as_deref().unwrap_or("basic");
-        if !matches!(client_auth, "basic" | "body") {
-            v.error(
-                "client_auth",
-                format!(
-                    "{client_auth:?} is not a client authentication method: expected basic or body"
-                ),
-            );
-            failed = true;
-        }
-        vars.set_plain("grant", grant);
-        vars.set_plain("client_auth", client_auth);
-        let mut needed: Vec<&str> = match grant {
-            "password" => vec!["username", "password"],
-            "refresh_token" => vec!["refresh_token"],
-            _ => vec!["client_secret"],
-        };
-        if client_auth == "basic" {
-            needed.push("client_secret");
-        }
-        needed.dedup();
-        for field in needed {
-            if raw_credential(raw, field).is_none() {
-                v.error(
-                    field,
-                    format!("required by grant = {grant:?} with client_auth = {client_auth:?}"),
-                );
-                failed = true;
-            }
-        }
+        failed |= !oauth2(
+            v,
+            raw.grant.as_deref(),
+            raw.client_auth.as_deref(),
+            |field| raw_credential(raw, field).is_some(),
+            &mut vars,
+        );
         if let Some(scope) = &raw.scope {
             vars.set_plain("scope", scope);
         }
