@@ -14,7 +14,7 @@ impl SafeDir {
     /// Removes the temporary files of [`write_atomic`](Self::write_atomic) here that are
     /// older than `age`: what a SIGKILL between create and rename leaves behind (they may
     /// hold a token). Younger ones may belong to a write in progress (another process) and
-    /// are left alone. Only names of [`temp_name`]'s shape are touched. Best effort;
+    /// are left alone. Only names of `temp_name`'s shape are touched. Best effort;
     /// returns how many were removed.
     pub fn remove_stale_temps(&self, age: std::time::Duration) -> usize {
         let Ok(mut dir) = nix::dir::Dir::openat(

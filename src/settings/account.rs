@@ -1,7 +1,7 @@
 //! One `[[account]]` validated into an [`Account`]: credentials and variables, the base
 //! and token URLs, the oauth2 options, the preset merged with the account's overrides
 //! (`crate::provider::validate`), timing, the CA file, the sinks (each sink's own `build`)
-//! and the notifications. Called by [`super::load`] for every account of every file; it
+//! and the notifications. Called by [`super::load()`] for every account of every file; it
 //! sits above `config`, `provider` and `sink` because it is where they meet.
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Config checks that `check` used to miss (issue 12, finding 8), as pure rules where they can
 //! be: URL templates with a literal scheme, an empty `state_dir`, a cron schedule that never
 //! fires, two file sinks writing one file, and secret files others can read (a warning).
-//! Called by [`super::load`] and [`super::account`]; each returns a message that the caller
+//! Called by [`super::load()`] and [`super::account`]; each returns a message that the caller
 //! locates. (`state_dir` is checked with `[daemon]`, in `crate::config::validate`.)
 
 use std::collections::HashMap;

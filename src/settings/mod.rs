@@ -1,4 +1,4 @@
-//! The whole configuration, assembled: [`load`] reads the main file and its includes
+//! The whole configuration, assembled: [`load()`] reads the main file and its includes
 //! ([`load`](mod@load)), validates every account ([`account`]: provider from
 //! `crate::provider`, sinks from `crate::sink`) and runs the cross-account [`checks`];
 //! [`diff`] turns two loaded configs into a reload plan. This module sits above `config`

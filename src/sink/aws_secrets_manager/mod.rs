@@ -77,6 +77,11 @@
 //! IAM permissions needed: `secretsmanager:GetSecretValue`, `PutSecretValue`,
 //! `UpdateSecretVersionStage`; with `create = true` also `CreateSecret` (and `TagResource`
 //! with `tags`); with a customer KMS key, `kms:Decrypt` and `kms:GenerateDataKey` on it.
+//!
+//! [`WriteOutcome::Unchanged`]: super::WriteOutcome::Unchanged
+//! [`WriteOutcome::KeptNewer`]: super::WriteOutcome::KeptNewer
+//! [`SinkError::Transient`]: super::SinkError::Transient
+//! [`SinkError::Permanent`]: super::SinkError::Permanent
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
