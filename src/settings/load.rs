@@ -21,10 +21,10 @@ use crate::config::raw::DaemonConfig;
 use crate::config::validate::validate_daemon;
 use crate::config::{files, include};
 
-/// [`load`] without reading any secret ([`crate::config::secret::structure_only`]): the accounts,
-/// sinks, timing and state dir, for `tokend status` and `tokend token`. Fingerprints of a
-/// config loaded this way are meaningless, and its placeholder secrets are not registered
-/// for redaction.
+/// [`load`] without reading any secret ([`crate::config::secret::structure_only`]): the
+/// accounts, sinks, timing and state dir, for `tokend status` and `tokend token`.
+/// Fingerprints of a config loaded this way are meaningless, and its placeholder secrets
+/// are not registered for redaction.
 pub fn load_structure(path: &Path) -> Result<Config, ConfigErrors> {
     crate::config::secret::structure_only(|| crate::redact::collect(|| load_unregistered(path)).0)
 }
