@@ -4,8 +4,9 @@
 //! `SystemTime + Duration` or one unformattable date from one account's answer stopped
 //! every account, and kept stopping them after a restart.
 //!
-//! Used by `provider::extract` (expiries and token acceptance), `config::validate`
-//! (duration ranges), `state` (loaded values) and `sink` (date formatting).
+//! Used by `provider::extract` (expiries and token acceptance), `config::validate` and
+//! `settings::account` (duration ranges), `state` (loaded values) and `sink` (date
+//! formatting).
 //!
 //! The ranges:
 //! - **Times** are kept between the Unix epoch and [`max_time`], 9999-12-31T23:59:59Z, the

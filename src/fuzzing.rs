@@ -338,14 +338,14 @@ fn scratch(kind: &str) -> PathBuf {
 }
 
 /// A config file: written to `tokend.toml` in a scratch directory and loaded with
-/// [`crate::config::load`]; errors are formatted as `tokend check` prints them. A config
+/// [`crate::settings::load`]; errors are formatted as `tokend check` prints them. A config
 /// that loads is then run the way the daemon would: an answer without an expiry takes the
 /// account's `default_lifetime`, and failures back off with its `[retry]`.
 pub fn run_config(data: &[u8]) {
     let dir = scratch("config");
     let path = dir.join("tokend.toml");
     std::fs::write(&path, data).expect("the scratch file is writable");
-    match crate::config::load(&path) {
+    match crate::settings::load(&path) {
         Ok(config) => {
             let now = SystemTime::UNIX_EPOCH + Duration::from_secs(DEFAULT_CLOCK);
             let _ = format!("{config:?}");

@@ -3,18 +3,25 @@
 //! AWS Secrets Manager.
 //!
 //! # Layout
-//! - [`config`] — TOML as written (`raw`) → validated [`config::Config`] (`validate`), secret
-//!   values, located errors.
-//! - [`provider`] — the one HTTP exchange engine and the presets (data).
-//! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum.
+//! - [`config`] — the bottom of configuration: raw tables (`raw`), located errors and the
+//!   `Validator`, secret values, trusted file reads, includes, durations and `[daemon]`
+//!   (`validate`). Imports neither `provider` nor `sink`.
+//! - [`provider`] — the one HTTP exchange engine, the presets (data) and their checks
+//!   (`provider::validate`: preset merging, templates, oauth2).
+//! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum; each sink's
+//!   config builds (and checks) its sink.
+//! - [`settings`] — the whole config assembled above those three: `settings::load` (files,
+//!   includes), `settings::account` (one account), cross-account checks, the state
+//!   fingerprint and the reload diff → [`settings::Config`].
 //! - [`bounds`] — the documented ranges of every value from outside; saturating time maths.
-//! - [`fsutil`] — atomic file replacement shared by the file sink and the state files;
-//!   directories opened without following symlinks.
+//! - [`fsutil`] — directories opened without following symlinks (`SafeDir`), atomic file
+//!   replacement shared by the file sink and the state files, the stale temp-file sweep.
 //! - [`notify_signal`] — `notify` signals: pid-file and process-owner checks, pidfd.
 //! - [`http_client`] — the one builder of HTTP clients (no redirects, capped `ca_file`).
 //! - [`process`] — process hardening at start: not dumpable, file descriptor limit raised.
 //! - [`schedule`] — pure timing maths (refresh due time, backoff, cron).
-//! - [`state`] — per-account state files (tokens, rotated refresh tokens, status).
+//! - [`state`] — per-account state files (tokens, rotated refresh tokens, status): the
+//!   store, and what a file holds (`state::types`).
 //! - [`account`] — obtain → persist → publish → notify for one account; `account::policy`
 //!   makes every refresh-timing decision (pure), `account::task` is the daemon's loop per
 //!   account.
@@ -22,10 +29,13 @@
 //! - [`daemon`] — `tokend run`: supervisor, reload, `daemon::signals`, `daemon::watch`,
 //!   sd_notify.
 //! - [`startup`] — config loading and the runtime, shared by every command.
-//! - [`cli`] — the command line; [`demo`] — `tokend demo`.
-//! - [`emulator`] — loopback emulator of the provider APIs (demo and tests).
+//! - [`cli`] — the command line (`cli::status` renders `tokend status`); [`demo`] —
+//!   `tokend demo`.
+//! - [`emulator`] — loopback emulator of the provider APIs (demo and tests); its GraphQL
+//!   is parsed by `apollo-parser`.
 //! - [`observability`] — logging.
-//! - [`redact`] — the one redaction rule: secrets in every encoding, control characters.
+//! - [`redact`] — the one redaction rule: secrets in every encoding (`forms`, found by a
+//!   hash `matcher`), control characters.
 //! - `fuzzing` (hidden) — one fuzz input through the daemon's handling, for `fuzz/` and its
 //!   regression tests.
 
@@ -47,6 +57,7 @@ pub mod process;
 pub mod provider;
 pub mod redact;
 pub mod schedule;
+pub mod settings;
 pub mod sink;
 pub mod startup;
 pub mod state;

@@ -4,7 +4,8 @@
 
 use anyhow::Context;
 
-use crate::config::{self, Config};
+use crate::config;
+use crate::settings::{self, Config};
 
 /// An error that exits with status 2 (usage or configuration).
 #[derive(Debug, thiserror::Error)]
@@ -13,13 +14,13 @@ pub struct UsageError(pub String);
 
 /// Loads the config; errors become exit-2 errors listing every problem.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    load_with(path, config::load)
+    load_with(path, settings::load)
 }
 
-/// [`load`] without reading any secret (`config::load_structure`): for `status` and
+/// [`load`] without reading any secret (`settings::load_structure`): for `status` and
 /// `token`, which work from an operator's shell.
 pub fn load_structure(path: &std::path::Path) -> anyhow::Result<Config> {
-    load_with(path, config::load_structure)
+    load_with(path, settings::load_structure)
 }
 
 fn load_with(

@@ -15,9 +15,10 @@ use secrecy::ExposeSecret;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::config::{Account, Notify};
+use crate::config::Notify;
 use crate::http_client::HttpClients;
 use crate::provider::{Obtained, ProviderError, Via};
+use crate::settings::Account;
 use crate::sink::{Sink, SinkError, TokenDocument, WriteOutcome};
 use crate::state::{
     AccountState, FailureKind, StateStore, StoredSecret, StoredToken, from_ms, to_ms,
@@ -449,7 +450,7 @@ mod tests {
 
     fn account() -> Account {
         let text = "[[account]]\nname = \"a\"\nprovider = \"zarv\"\nbase_url = \"http://127.0.0.1:1/z\"\nusername = \"u\"\npassword = \"p\"\n[[account.sink]]\ntype = \"file\"\npath = \"a.token\"\n";
-        crate::config::load_str_for_tests(text).remove(0)
+        crate::settings::load_str_for_tests(text).remove(0)
     }
 
     #[test]

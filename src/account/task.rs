@@ -21,9 +21,9 @@ use tracing::{debug, error, info, warn};
 use super::policy::{self, Action, Decision, Event, Reason, Samples};
 use super::{Attempt, Services};
 use crate::board::Board;
-use crate::config::Account;
 use crate::provider::ProviderError;
 use crate::schedule;
+use crate::settings::Account;
 use crate::sink::{SinkConfig, rfc3339};
 use crate::state::{AccountState, from_ms};
 

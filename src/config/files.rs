@@ -1,6 +1,7 @@
 //! Reading the files a config names, safely: the config file and its includes, secret files
 //! (`{ file = … }`, `{ credential = … }`) and `ca_file` (issue 12, findings 5 and 8). Called
-//! by [`super::validate`] and [`super::secret`], at `check`, start and every reload.
+//! by `crate::settings` (config files, includes, `ca_file`), [`super::secret`], the Vault
+//! sink and `crate::http_client`, at `check`, start and every reload.
 //!
 //! A file is read only when it is a regular file that tokend can trust:
 //! - it is opened with `O_NONBLOCK` and checked with `fstat` on the open descriptor, so a FIFO

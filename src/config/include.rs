@@ -1,6 +1,6 @@
 //! Expanding the main file's `include` globs into files, with bounds (issue 12, finding 8):
 //! `include = ["/**/*.x"]` used to walk the whole file system. Called by
-//! [`super::validate::load`] at `check`, start and every reload.
+//! `crate::settings::load` at `check`, start and every reload.
 //!
 //! The glob syntax is the `glob` crate's (`*`, `?`, `[…]`, and `**` as a whole component for
 //! any number of directories), matched one path component at a time so that only the

@@ -1,13 +1,13 @@
-//! Configuration (SPEC §3), loaded in two steps: [`raw`] is the TOML as written (serde only,
-//! unknown keys rejected), [`validate`] turns it into a [`Config`] and reports *every*
-//! problem as `file:line:column: key.path: message`. Neither step touches the network;
-//! `tokend check` is validation plus printing. [`secret`] handles secret values and
-//! [`error`] the located errors; [`files`] reads the config, include, secret and CA files
-//! (regular, bounded, trusted owner), [`include`] expands include globs within bounds and
-//! [`checks`] holds the rules `check` once missed (issue 12).
+//! Configuration (SPEC §3), the bottom layer: what `provider`, `sink` and `crate::settings`
+//! share. [`raw`] is the TOML as written (serde only, unknown keys rejected), [`validate`]
+//! checks durations, `[daemon]`, timing, retry and notify, [`error`] locates every problem
+//! as `file:line:column: key.path: message` (the [`error::Validator`] the sinks and the
+//! provider checks report through), [`secret`] handles secret values, [`files`] reads the
+//! config, include, secret and CA files (regular, bounded, trusted owner) and [`include`]
+//! expands include globs within bounds. Nothing here touches the network, and nothing here
+//! imports `provider` or `sink`: the whole config (accounts with providers and sinks) is
+//! assembled a layer up, in `crate::settings`.
 
-pub mod checks;
-pub mod diff;
 pub mod error;
 pub mod files;
 pub mod include;
@@ -17,36 +17,14 @@ pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use validate::{load, load_structure};
 
-use crate::provider::http::Provider;
 use crate::schedule::{Retry, Timing};
-use crate::sink::{Sink, SinkConfig};
 
 /// Where `tokend` looks when neither `-c` nor `$TOKEND_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/tokend/tokend.toml";
-
-/// A validated config.
-#[derive(Debug)]
-pub struct Config {
-    /// The main file.
-    pub path: PathBuf,
-    /// Every file read (main file first, then includes, then secret files), for the
-    /// reload watcher.
-    pub files: Vec<PathBuf>,
-    /// Directories the include globs point into (watched for new files).
-    pub include_dirs: Vec<PathBuf>,
-    /// `[daemon]`.
-    pub daemon: Daemon,
-    /// The accounts, in file order.
-    pub accounts: Vec<Account>,
-    /// Non-fatal findings (literal secrets in a group/world-readable file).
-    pub warnings: Vec<String>,
-}
 
 /// `[daemon]`, with defaults applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,32 +56,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A validated account.
-#[derive(Debug)]
-pub struct Account {
-    /// Unique name.
-    pub name: String,
-    /// The provider, ready to call.
-    pub provider: Provider,
-    /// Refresh timing.
-    pub timing: Timing,
-    /// Backoff.
-    pub retry: Retry,
-    /// Extra refresh times (cron, UTC).
-    pub schedule: Option<String>,
-    /// Extra CA file for the provider's TLS.
-    pub ca_file: Option<PathBuf>,
-    /// The sinks as written (for reload diffs).
-    pub sink_configs: Vec<SinkConfig>,
-    /// The built sinks.
-    pub sinks: Vec<Arc<Sink>>,
-    /// Notifications after the sinks were written.
-    pub notify: Vec<Notify>,
-    /// Hash of provider settings and credentials: state written under another fingerprint
-    /// is discarded (SPEC §4 "State").
-    pub fingerprint: crate::state::Fingerprint,
-}
-
 /// A validated `[[account.notify]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notify {
@@ -121,21 +73,4 @@ pub enum Notify {
         /// The pid file.
         pid_file: PathBuf,
     },
-}
-
-/// The accounts of a config given as text (written to a temporary file, since includes and
-/// errors are relative to one), for unit tests.
-#[cfg(test)]
-pub(crate) fn load_str_for_tests(text: &str) -> Vec<Account> {
-    let dir = std::env::temp_dir().join(format!(
-        "tokend-config-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("t.toml");
-    std::fs::write(&path, text).unwrap();
-    let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::remove_dir_all(&dir).unwrap();
-    cfg.accounts
 }

@@ -3,7 +3,7 @@
 //! itself, so coinciding triggers make one request ("one flight per account"). SIGHUP, the
 //! config watcher, SIGUSR1 and SIGTERM all become a [`Control`] message handled in one
 //! place. Reloads validate the whole new config and apply a pure diff
-//! (`config::diff`); systemd hears `READY=1` after the first round of attempts,
+//! (`settings::diff`); systemd hears `READY=1` after the first round of attempts,
 //! `STATUS=` with fresh/total counts, `WATCHDOG=1` and `RELOADING=1`.
 
 pub mod signals;
@@ -25,8 +25,9 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::account::Services;
 use crate::account::task::AccountTask;
 use crate::board::Board;
-use crate::config::diff::{Change, diff};
-use crate::config::{self, Account, Config};
+use crate::config;
+use crate::settings::diff::{Change, diff};
+use crate::settings::{self, Account, Config};
 use watch::ConfigWatcher;
 
 /// How long file events are collected before a reload (editors write in several steps).
@@ -308,7 +309,7 @@ async fn reload(
     watcher: &mut ConfigWatcher,
 ) {
     let started = Instant::now();
-    let new = match config::load(path) {
+    let new = match settings::load(path) {
         Ok(c) => c,
         Err(errors) => {
             // One event per error: a record is one line (the log writer keeps it so).

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::Control;
-use crate::config::Config;
+use crate::settings::Config;
 
 /// Watches the directories of the config files and include globs (not the files: editors
 /// rename-save and Kubernetes swaps a `..data` symlink) and sends [`Control::FileChanged`].

@@ -1,14 +1,18 @@
-//! Just enough of a GraphQL parser for Funcional's `createToken` mutation: executable
-//! documents with operations, variable definitions, fields, aliases and arguments, and every
-//! literal kind, following the lexical and syntax grammar of the GraphQL spec (October 2021,
-//! §2 "Language"): commas and `#` comments are ignored, strings decode `\" \\ \/ \b \f \n \r
-//! \t \uXXXX` (surrogate pairs joined; `\u{…}` accepted as in the current draft), and block
-//! strings get their common indentation removed.
+//! GraphQL documents for the Funcional emulator's `createToken` mutation, parsed by
+//! `apollo-parser` (a maintained, spec-compliant parser with few dependencies: rowan,
+//! memchr, thiserror) and turned into the small tree the emulator executes: operations,
+//! variable definitions, fields, aliases, arguments and every literal kind. String escapes
+//! (`\uXXXX` with surrogate pairs, `\u{…}`) and block strings are decoded by the parser.
 //!
+//! Only errors are shaped here: a syntax error reads like graphql-js's (`Syntax Error:
+//! Expected Name, found ")".`) with its 1-based line and column, as Apollo Server answers.
 //! Fragments and directives are refused with a syntax error naming them: tokend never
 //! sends them, and a half-supported feature would emulate nothing.
 
 use std::fmt;
+
+use apollo_parser::SyntaxKind;
+use apollo_parser::cst::{self, CstNode};
 
 /// A syntax error: graphql-js's message style plus the 1-based position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,579 +124,295 @@ impl fmt::Display for Value {
     }
 }
 
+/// Nesting depth at which parsing stops with an error: far beyond any real login
+/// document, and low enough that no document can exhaust the stack.
+const RECURSION_LIMIT: usize = 64;
+
 /// Parses an executable document.
 pub(crate) fn parse(source: &str) -> Result<Document, SyntaxError> {
-    let tokens = lex(source)?;
-    let mut parser = Parser { tokens, pos: 0 };
+    let tree = apollo_parser::Parser::new(source)
+        .recursion_limit(RECURSION_LIMIT)
+        .parse();
+    if let Some(error) = tree.errors().next() {
+        return Err(syntax_error(source, error));
+    }
     let mut operations = Vec::new();
-    loop {
-        operations.push(parser.definition()?);
-        if parser.peek().kind == Kind::Eof {
-            return Ok(Document { operations });
+    for definition in tree.document().definitions() {
+        match definition {
+            cst::Definition::OperationDefinition(op) => operations.push(operation(source, &op)?),
+            cst::Definition::FragmentDefinition(f) => {
+                return Err(unsupported(source, &f, "fragments"));
+            }
+            other => {
+                let word = other.syntax().first_token().map(|t| t.text().to_owned());
+                return Err(at(
+                    source,
+                    &other,
+                    format!("Unexpected Name \"{}\".", word.unwrap_or_default()),
+                ));
+            }
         }
     }
+    if operations.is_empty() {
+        return Err(error_at(source, source.len(), "Unexpected <EOF>.".into()));
+    }
+    Ok(Document { operations })
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    /// One of `! $ & ( ) : = @ [ ] { | }`.
-    Punct(char),
-    Spread,
-    Name(String),
-    Int(String),
-    Float(String),
-    Str(String),
-    Eof,
+/// A syntax error at byte `offset` of `source`.
+fn error_at(source: &str, offset: usize, message: String) -> SyntaxError {
+    let (line, column) = position(source, offset);
+    SyntaxError {
+        message: format!("Syntax Error: {message}"),
+        line,
+        column,
+    }
 }
 
-impl fmt::Display for Kind {
-    /// How graphql-js names a token in "Expected X, found Y.".
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Kind::Punct(c) => write!(f, "\"{c}\""),
-            Kind::Spread => f.write_str("\"...\""),
-            Kind::Name(name) => write!(f, "Name \"{name}\""),
-            Kind::Int(text) => write!(f, "Int \"{text}\""),
-            Kind::Float(text) => write!(f, "Float \"{text}\""),
-            Kind::Str(text) => write!(f, "String {}", serde_json::Value::from(text.as_str())),
-            Kind::Eof => f.write_str("<EOF>"),
+/// A syntax error at the start of `node`.
+fn at(source: &str, node: &impl CstNode, message: String) -> SyntaxError {
+    error_at(source, node_offset(node), message)
+}
+
+/// The refusal of a feature the emulator does not implement.
+fn unsupported(source: &str, node: &impl CstNode, what: &str) -> SyntaxError {
+    at(
+        source,
+        node,
+        format!("{what} are not supported by the emulator."),
+    )
+}
+
+/// Where `node` starts: its first token that is not whitespace or a comment.
+fn node_offset(node: &impl CstNode) -> usize {
+    node.syntax()
+        .descendants_with_tokens()
+        .filter_map(|e| e.into_token())
+        .find(|t| {
+            !matches!(
+                t.kind(),
+                SyntaxKind::WHITESPACE | SyntaxKind::COMMENT | SyntaxKind::COMMA
+            )
+        })
+        .map_or_else(
+            || node.syntax().text_range().start(),
+            |t| t.text_range().start(),
+        )
+        .into()
+}
+
+/// The 1-based line and column (in characters) of byte `offset`; `\n`, `\r\n` and a lone
+/// `\r` end a line, as in the GraphQL spec.
+fn position(source: &str, offset: usize) -> (usize, usize) {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = source.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if i >= offset {
+            break;
         }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    kind: Kind,
-    line: usize,
-    column: usize,
-}
-
-/// A cursor over the source that tracks line and column (1-based, in characters).
-struct Cursor<'a> {
-    chars: std::iter::Peekable<std::str::Chars<'a>>,
-    line: usize,
-    column: usize,
-}
-
-impl Cursor<'_> {
-    fn peek(&mut self) -> Option<char> {
-        self.chars.peek().copied()
-    }
-
-    fn bump(&mut self) -> Option<char> {
-        let c = self.chars.next()?;
-        if c == '\n' || (c == '\r' && self.peek() != Some('\n')) {
-            self.line += 1;
-            self.column = 1;
+        if c == '\n' || (c == '\r' && chars.peek().map(|&(_, n)| n) != Some('\n')) {
+            line += 1;
+            column = 1;
         } else {
-            self.column += 1;
-        }
-        Some(c)
-    }
-
-    fn error(&self, message: impl Into<String>) -> SyntaxError {
-        SyntaxError {
-            message: format!("Syntax Error: {}", message.into()),
-            line: self.line,
-            column: self.column,
+            column += 1;
         }
     }
+    (line, column)
+}
 
-    fn eat(&mut self, expected: char) -> bool {
-        if self.peek() == Some(expected) {
-            self.bump();
-            true
-        } else {
-            false
+/// apollo-parser's first error in graphql-js's words: `Expected X, found Y.` for a
+/// missing piece, the lexer's own message (capitalised) for a bad token.
+fn syntax_error(source: &str, error: &apollo_parser::Error) -> SyntaxError {
+    let found = describe(error.data(), error.is_eof());
+    let message = match error.message().strip_prefix("expected ") {
+        Some(rest) => {
+            let wanted = rest.split(", got").next().unwrap_or(rest);
+            format!("Expected {}, found {found}.", expected(wanted))
         }
-    }
-}
-
-fn is_name_start(c: char) -> bool {
-    c == '_' || c.is_ascii_alphabetic()
-}
-
-fn is_name_continue(c: char) -> bool {
-    c == '_' || c.is_ascii_alphanumeric()
-}
-
-fn lex(source: &str) -> Result<Vec<Token>, SyntaxError> {
-    let mut cur = Cursor {
-        chars: source.chars().peekable(),
-        line: 1,
-        column: 1,
+        None => {
+            let mut chars = error.message().chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase());
+            format!(
+                "{}{}.",
+                first.map(String::from).unwrap_or_default(),
+                chars.as_str().trim_end_matches('.')
+            )
+        }
     };
-    let mut tokens = Vec::new();
-    loop {
-        // Ignored tokens (§2.1.7): BOM, whitespace, line terminators, commas, comments.
-        while let Some(c) = cur.peek() {
-            match c {
-                '\u{feff}' | ' ' | '\t' | '\n' | '\r' | ',' => {
-                    cur.bump();
-                }
-                '#' => {
-                    while cur.peek().is_some_and(|c| c != '\n' && c != '\r') {
-                        cur.bump();
-                    }
-                }
-                _ => break,
-            }
-        }
-        let (line, column) = (cur.line, cur.column);
-        let Some(c) = cur.peek() else {
-            tokens.push(Token {
-                kind: Kind::Eof,
-                line,
-                column,
-            });
-            return Ok(tokens);
-        };
-        let kind = match c {
-            '!' | '$' | '&' | '(' | ')' | ':' | '=' | '@' | '[' | ']' | '{' | '|' | '}' => {
-                cur.bump();
-                Kind::Punct(c)
-            }
-            '.' => {
-                if cur.bump() == Some('.') && cur.eat('.') && cur.eat('.') {
-                    Kind::Spread
-                } else {
-                    return Err(cur.error("Unexpected \".\"."));
-                }
-            }
-            '"' => lex_string(&mut cur)?,
-            '-' | '0'..='9' => lex_number(&mut cur)?,
-            c if is_name_start(c) => {
-                let mut name = String::new();
-                while let Some(c) = cur.peek().filter(|&c| is_name_continue(c)) {
-                    name.push(c);
-                    cur.bump();
-                }
-                Kind::Name(name)
-            }
-            c => return Err(cur.error(format!("Unexpected character: {c:?}."))),
-        };
-        tokens.push(Token { kind, line, column });
-    }
+    error_at(source, error.index(), message)
 }
 
-/// One or more decimal digits.
-fn lex_digits(cur: &mut Cursor<'_>, text: &mut String) -> Result<(), SyntaxError> {
-    if !cur.peek().is_some_and(|c| c.is_ascii_digit()) {
-        return Err(cur.error("Invalid number, expected digit."));
-    }
-    while let Some(c) = cur.peek().filter(char::is_ascii_digit) {
-        text.push(c);
-        cur.bump();
-    }
-    Ok(())
+/// graphql-js's name for what the parser wanted.
+fn expected(apollo: &str) -> String {
+    let punct = match apollo {
+        "L_PAREN" => "(",
+        "R_PAREN" => ")",
+        "L_CURLY" => "{",
+        "R_CURLY" => "}",
+        "L_BRACK" => "[",
+        "R_BRACK" => "]",
+        "COLON" => ":",
+        "EQ" => "=",
+        "DOLLAR" => "$",
+        "BANG" => "!",
+        "a valid Value" => return "a value".into(),
+        "a Name" | "a name" | "Name" | "a Name Type" => return "Name".into(),
+        "a Selection Set" => "{",
+        "at least one Selection in Selection Set" => return "Name".into(),
+        other => return other.to_owned(),
+    };
+    format!("\"{punct}\"")
 }
 
-fn lex_number(cur: &mut Cursor<'_>) -> Result<Kind, SyntaxError> {
-    let mut text = String::new();
-    if cur.eat('-') {
-        text.push('-');
-    }
-    if cur.peek() == Some('0') {
-        text.push('0');
-        cur.bump();
-        if cur.peek().is_some_and(|c| c.is_ascii_digit()) {
-            return Err(cur.error("Invalid number, unexpected digit after 0."));
+/// graphql-js's description of a token: `"("`, `Name "x"`, `Int "01"`, `<EOF>`.
+fn describe(data: &str, eof: bool) -> String {
+    let Some(first) = data.chars().next().filter(|_| !eof) else {
+        return "<EOF>".into();
+    };
+    let kind = if first.is_ascii_alphabetic() || first == '_' {
+        "Name "
+    } else if first.is_ascii_digit() || first == '-' {
+        if data.contains(['.', 'e', 'E']) {
+            "Float "
+        } else {
+            "Int "
+        }
+    } else if first == '"' {
+        if data.starts_with("\"\"\"") {
+            "BlockString "
+        } else {
+            "String "
         }
     } else {
-        lex_digits(cur, &mut text)?;
+        ""
+    };
+    format!("{kind}{}", serde_json::Value::from(data))
+}
+
+fn operation(source: &str, op: &cst::OperationDefinition) -> Result<Operation, SyntaxError> {
+    if let Some(d) = op.directives() {
+        return Err(unsupported(source, &d, "directives"));
     }
-    let mut float = false;
-    if cur.eat('.') {
-        float = true;
-        text.push('.');
-        lex_digits(cur, &mut text)?;
-    }
-    if let Some(e) = cur.peek().filter(|&c| c == 'e' || c == 'E') {
-        float = true;
-        text.push(e);
-        cur.bump();
-        if let Some(sign) = cur.peek().filter(|&c| c == '+' || c == '-') {
-            text.push(sign);
-            cur.bump();
+    // No operation type is the query shorthand: `{ … }`.
+    let kind = match op.operation_type() {
+        Some(t) if t.mutation_token().is_some() => OperationKind::Mutation,
+        Some(t) if t.subscription_token().is_some() => OperationKind::Subscription,
+        _ => OperationKind::Query,
+    };
+    let mut variables = Vec::new();
+    for def in op
+        .variable_definitions()
+        .iter()
+        .flat_map(|v| v.variable_definitions())
+    {
+        if let Some(d) = def.directives() {
+            return Err(unsupported(source, &d, "directives"));
         }
-        lex_digits(cur, &mut text)?;
+        variables.push(VariableDefinition {
+            name: def
+                .variable()
+                .and_then(|v| v.name())
+                .map(name)
+                .unwrap_or_default(),
+            ty: def
+                .ty()
+                .map_or(Type::Named(String::new()), |t| type_ref(&t)),
+            default: def
+                .default_value()
+                .and_then(|d| d.value())
+                .map(|v| value(&v)),
+        });
     }
-    if cur.peek().is_some_and(|c| c == '.' || is_name_start(c)) {
-        return Err(cur.error("Invalid number, expected digit."));
-    }
-    Ok(if float {
-        Kind::Float(text)
-    } else {
-        Kind::Int(text)
+    Ok(Operation {
+        kind,
+        name: op.name().map(name),
+        variables,
+        selection: selection_set(source, op.selection_set())?,
     })
 }
 
-fn lex_string(cur: &mut Cursor<'_>) -> Result<Kind, SyntaxError> {
-    cur.bump(); // the opening quote
-    if cur.eat('"') {
-        if cur.eat('"') {
-            return lex_block_string(cur);
-        }
-        return Ok(Kind::Str(String::new()));
-    }
-    let mut value = String::new();
-    loop {
-        match cur.bump() {
-            None | Some('\n' | '\r') => return Err(cur.error("Unterminated string.")),
-            Some('"') => return Ok(Kind::Str(value)),
-            Some('\\') => {
-                let escaped = match cur.bump() {
-                    Some('"') => '"',
-                    Some('\\') => '\\',
-                    Some('/') => '/',
-                    Some('b') => '\u{8}',
-                    Some('f') => '\u{c}',
-                    Some('n') => '\n',
-                    Some('r') => '\r',
-                    Some('t') => '\t',
-                    Some('u') => lex_unicode_escape(cur)?,
-                    Some(other) => {
-                        return Err(
-                            cur.error(format!("Invalid character escape sequence: \"\\{other}\"."))
-                        );
-                    }
-                    None => return Err(cur.error("Unterminated string.")),
-                };
-                value.push(escaped);
-            }
-            Some(c) => value.push(c),
+fn name(name: cst::Name) -> String {
+    name.text().as_str().to_owned()
+}
+
+fn type_ref(ty: &cst::Type) -> Type {
+    match ty {
+        cst::Type::NamedType(t) => Type::Named(t.name().map(name).unwrap_or_default()),
+        cst::Type::ListType(t) => Type::List(Box::new(
+            t.ty().map_or(Type::Named(String::new()), |t| type_ref(&t)),
+        )),
+        cst::Type::NonNullType(t) => {
+            let inner = match (t.named_type(), t.list_type()) {
+                (Some(n), _) => type_ref(&cst::Type::NamedType(n)),
+                (None, Some(l)) => type_ref(&cst::Type::ListType(l)),
+                (None, None) => Type::Named(String::new()),
+            };
+            Type::NonNull(Box::new(inner))
         }
     }
 }
 
-/// After `\u`: four hex digits (joining a surrogate pair) or `{hex}`.
-fn lex_unicode_escape(cur: &mut Cursor<'_>) -> Result<char, SyntaxError> {
-    let invalid = |cur: &Cursor<'_>| cur.error("Invalid Unicode escape sequence.");
-    let hex = |cur: &mut Cursor<'_>, n: usize| -> Option<u32> {
-        let mut code = 0u32;
-        for _ in 0..n {
-            code = code * 16 + cur.peek()?.to_digit(16)?;
-            cur.bump();
-        }
-        Some(code)
-    };
-    if cur.eat('{') {
-        let mut code = 0u32;
-        let mut count = 0;
-        while let Some(d) = cur.peek().and_then(|c| c.to_digit(16)) {
-            code = code.checked_mul(16).ok_or_else(|| invalid(cur))? + d;
-            count += 1;
-            cur.bump();
-        }
-        if count == 0 || !cur.eat('}') {
-            return Err(invalid(cur));
-        }
-        return char::from_u32(code).ok_or_else(|| invalid(cur));
-    }
-    let high = hex(cur, 4).ok_or_else(|| invalid(cur))?;
-    if (0xD800..0xDC00).contains(&high) {
-        // A leading surrogate must be followed by `\u` and a trailing one.
-        if !(cur.eat('\\') && cur.eat('u')) {
-            return Err(invalid(cur));
-        }
-        let low = hex(cur, 4).ok_or_else(|| invalid(cur))?;
-        if !(0xDC00..0xE000).contains(&low) {
-            return Err(invalid(cur));
-        }
-        let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
-        return char::from_u32(code).ok_or_else(|| invalid(cur));
-    }
-    char::from_u32(high).ok_or_else(|| invalid(cur))
-}
-
-/// After the opening `"""`: raw text up to `"""`, where only `\"""` is an escape.
-fn lex_block_string(cur: &mut Cursor<'_>) -> Result<Kind, SyntaxError> {
-    let mut raw = String::new();
-    loop {
-        match cur.bump() {
-            None => return Err(cur.error("Unterminated string.")),
-            Some('"') => {
-                if cur.eat('"') {
-                    if cur.eat('"') {
-                        return Ok(Kind::Str(block_string_value(&raw)));
-                    }
-                    raw.push_str("\"\"");
-                } else {
-                    raw.push('"');
-                }
-            }
-            Some('\\') => {
-                let mut quotes = 0;
-                while quotes < 3 && cur.eat('"') {
-                    quotes += 1;
-                }
-                if quotes == 3 {
-                    raw.push_str("\"\"\"");
-                } else {
-                    raw.push('\\');
-                    raw.push_str(&"\"".repeat(quotes));
-                }
-            }
-            Some(c) => raw.push(c),
-        }
-    }
-}
-
-/// BlockStringValue (§2.9.4): drop the common indentation of all lines but the first and
-/// the leading and trailing blank lines.
-fn block_string_value(raw: &str) -> String {
-    let normalised = raw.replace("\r\n", "\n").replace('\r', "\n");
-    let lines: Vec<&str> = normalised.split('\n').collect();
-    let indent = |line: &str| line.len() - line.trim_start_matches([' ', '\t']).len();
-    let common = lines
-        .iter()
-        .skip(1)
-        .filter(|line| !line.trim_start_matches([' ', '\t']).is_empty())
-        .map(|line| indent(line))
-        .min();
-    let mut lines: Vec<&str> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, line)| match common {
-            Some(common) if i > 0 => line.get(common..).unwrap_or(""),
-            _ => line,
-        })
-        .collect();
-    let blank = |line: &&str| line.trim_start_matches([' ', '\t']).is_empty();
-    while lines.first().is_some_and(blank) {
-        lines.remove(0);
-    }
-    while lines.last().is_some_and(blank) {
-        lines.pop();
-    }
-    lines.join("\n")
-}
-
-struct Parser {
-    tokens: Vec<Token>,
-    pos: usize,
-}
-
-impl Parser {
-    fn peek(&self) -> &Token {
-        // The lexer always ends with Eof, and `bump` never moves past it.
-        &self.tokens[self.pos.min(self.tokens.len() - 1)]
-    }
-
-    fn bump(&mut self) -> Token {
-        let token = self.peek().clone();
-        if token.kind != Kind::Eof {
-            self.pos += 1;
-        }
-        token
-    }
-
-    fn error_at(token: &Token, message: String) -> SyntaxError {
-        SyntaxError {
-            message: format!("Syntax Error: {message}"),
-            line: token.line,
-            column: token.column,
-        }
-    }
-
-    fn unexpected(&self, expected: &str) -> SyntaxError {
-        let token = self.peek();
-        let message = match &token.kind {
-            Kind::Spread => "fragments are not supported by the emulator.".to_owned(),
-            Kind::Punct('@') => "directives are not supported by the emulator.".to_owned(),
-            found => format!("Expected {expected}, found {found}."),
+fn selection_set(source: &str, set: Option<cst::SelectionSet>) -> Result<Vec<Field>, SyntaxError> {
+    let mut fields = Vec::new();
+    for selection in set.iter().flat_map(|s| s.selections()) {
+        let field = match selection {
+            cst::Selection::Field(field) => field,
+            cst::Selection::FragmentSpread(f) => return Err(unsupported(source, &f, "fragments")),
+            cst::Selection::InlineFragment(f) => return Err(unsupported(source, &f, "fragments")),
         };
-        Self::error_at(token, message)
-    }
-
-    fn is_punct(&self, c: char) -> bool {
-        self.peek().kind == Kind::Punct(c)
-    }
-
-    fn eat_punct(&mut self, c: char) -> bool {
-        let hit = self.is_punct(c);
-        if hit {
-            self.bump();
+        if let Some(d) = field.directives() {
+            return Err(unsupported(source, &d, "directives"));
         }
-        hit
-    }
-
-    fn expect_punct(&mut self, c: char) -> Result<(), SyntaxError> {
-        if self.eat_punct(c) {
-            Ok(())
-        } else {
-            Err(self.unexpected(&format!("\"{c}\"")))
-        }
-    }
-
-    fn name(&mut self) -> Result<String, SyntaxError> {
-        match &self.peek().kind {
-            Kind::Name(name) => {
-                let name = name.clone();
-                self.bump();
-                Ok(name)
-            }
-            _ => Err(self.unexpected("Name")),
-        }
-    }
-
-    fn definition(&mut self) -> Result<Operation, SyntaxError> {
-        if self.is_punct('{') {
-            // The query shorthand: an anonymous query without variables.
-            return Ok(Operation {
-                kind: OperationKind::Query,
-                name: None,
-                variables: Vec::new(),
-                selection: self.selection_set()?,
-            });
-        }
-        let token = self.peek().clone();
-        let kind = match &token.kind {
-            Kind::Name(word) if word == "query" => OperationKind::Query,
-            Kind::Name(word) if word == "mutation" => OperationKind::Mutation,
-            Kind::Name(word) if word == "subscription" => OperationKind::Subscription,
-            Kind::Name(word) if word == "fragment" => {
-                return Err(Self::error_at(
-                    &token,
-                    "fragments are not supported by the emulator.".into(),
-                ));
-            }
-            _ => return Err(self.unexpected("\"query\", \"mutation\" or \"{\"")),
-        };
-        self.bump();
-        let name = match self.peek().kind {
-            Kind::Name(_) => Some(self.name()?),
-            _ => None,
-        };
-        let mut variables = Vec::new();
-        if self.eat_punct('(') {
-            loop {
-                variables.push(self.variable_definition()?);
-                if self.eat_punct(')') {
-                    break;
-                }
-            }
-        }
-        Ok(Operation {
-            kind,
-            name,
-            variables,
-            selection: self.selection_set()?,
-        })
-    }
-
-    fn variable_definition(&mut self) -> Result<VariableDefinition, SyntaxError> {
-        self.expect_punct('$')?;
-        let name = self.name()?;
-        self.expect_punct(':')?;
-        let ty = self.type_ref()?;
-        let default = if self.eat_punct('=') {
-            Some(self.value(true)?)
-        } else {
-            None
-        };
-        Ok(VariableDefinition { name, ty, default })
-    }
-
-    fn type_ref(&mut self) -> Result<Type, SyntaxError> {
-        let ty = if self.eat_punct('[') {
-            let inner = self.type_ref()?;
-            self.expect_punct(']')?;
-            Type::List(Box::new(inner))
-        } else {
-            Type::Named(self.name()?)
-        };
-        Ok(if self.eat_punct('!') {
-            Type::NonNull(Box::new(ty))
-        } else {
-            ty
-        })
-    }
-
-    fn selection_set(&mut self) -> Result<Vec<Field>, SyntaxError> {
-        self.expect_punct('{')?;
-        let mut fields = Vec::new();
-        loop {
-            fields.push(self.field()?);
-            if self.eat_punct('}') {
-                return Ok(fields);
-            }
-        }
-    }
-
-    fn field(&mut self) -> Result<Field, SyntaxError> {
-        let (line, column) = (self.peek().line, self.peek().column);
-        let first = self.name()?;
-        let (alias, name) = if self.eat_punct(':') {
-            (Some(first), self.name()?)
-        } else {
-            (None, first)
-        };
         let mut arguments = Vec::new();
-        if self.eat_punct('(') {
-            loop {
-                let arg = self.name()?;
-                self.expect_punct(':')?;
-                arguments.push((arg, self.value(false)?));
-                if self.eat_punct(')') {
-                    break;
-                }
-            }
+        for arg in field.arguments().iter().flat_map(|a| a.arguments()) {
+            let value = match arg.value() {
+                Some(v) => value(&v),
+                None => Value::Null,
+            };
+            arguments.push((arg.name().map(name).unwrap_or_default(), value));
         }
-        let selection = if self.is_punct('{') {
-            Some(self.selection_set()?)
-        } else {
-            None
-        };
-        Ok(Field {
-            alias,
-            name,
+        let (line, column) = position(source, node_offset(&field));
+        fields.push(Field {
+            alias: field.alias().and_then(|a| a.name()).map(name),
+            name: field.name().map(name).unwrap_or_default(),
             arguments,
-            selection,
+            selection: match field.selection_set() {
+                Some(set) => Some(selection_set(source, Some(set))?),
+                None => None,
+            },
             line,
             column,
-        })
+        });
     }
+    Ok(fields)
+}
 
-    /// A value; `constant` forbids variables (default values).
-    fn value(&mut self, constant: bool) -> Result<Value, SyntaxError> {
-        let token = self.peek().clone();
-        let value = match token.kind {
-            Kind::Punct('$') if !constant => {
-                self.bump();
-                return Ok(Value::Variable(self.name()?));
-            }
-            Kind::Punct('[') => {
-                self.bump();
-                let mut items = Vec::new();
-                while !self.eat_punct(']') {
-                    items.push(self.value(constant)?);
-                }
-                return Ok(Value::List(items));
-            }
-            Kind::Punct('{') => {
-                self.bump();
-                let mut fields = Vec::new();
-                while !self.eat_punct('}') {
-                    let name = self.name()?;
-                    self.expect_punct(':')?;
-                    fields.push((name, self.value(constant)?));
-                }
-                return Ok(Value::Object(fields));
-            }
-            Kind::Int(text) => Value::Int(text),
-            Kind::Float(text) => Value::Float(text),
-            Kind::Str(text) => Value::String(text),
-            Kind::Name(name) => match name.as_str() {
-                "true" => Value::Boolean(true),
-                "false" => Value::Boolean(false),
-                "null" => Value::Null,
-                _ => Value::Enum(name),
-            },
-            _ => return Err(self.unexpected("a value")),
-        };
-        self.bump();
-        Ok(value)
+/// A value as written. The parser reported no error, so every token is well-formed (and
+/// apollo-parser's string decoding, which assumes that, cannot panic).
+fn value(v: &cst::Value) -> Value {
+    let text = |token: Option<apollo_parser::SyntaxToken>| {
+        token.map(|t| t.text().to_owned()).unwrap_or_default()
+    };
+    match v {
+        cst::Value::Variable(var) => Value::Variable(var.name().map(name).unwrap_or_default()),
+        cst::Value::StringValue(s) => Value::String(String::from(s)),
+        cst::Value::FloatValue(f) => Value::Float(text(f.float_token())),
+        cst::Value::IntValue(i) => Value::Int(text(i.int_token())),
+        cst::Value::BooleanValue(b) => Value::Boolean(b.true_token().is_some()),
+        cst::Value::NullValue(_) => Value::Null,
+        cst::Value::EnumValue(e) => Value::Enum(e.name().map(name).unwrap_or_default()),
+        cst::Value::ListValue(list) => {
+            Value::List(list.values().map(|item| value(&item)).collect())
+        }
+        cst::Value::ObjectValue(object) => Value::Object(
+            object
+                .object_fields()
+                .map(|f| {
+                    let v = f.value().map_or(Value::Null, |v| value(&v));
+                    (f.name().map(name).unwrap_or_default(), v)
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -778,5 +498,33 @@ mod tests {
                 .contains("directives")
         );
         assert!(parse("").is_err());
+    }
+
+    /// Input from the network: bad escapes, code points past U+10FFFF and deep nesting are
+    /// syntax errors, never a panic or a stack overflow.
+    #[test]
+    fn hostile_documents_are_syntax_errors() {
+        let deep = format!(
+            "{{ f(a: {}1{}) }}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let cases = [
+            ("{ f(a: \"\\u{110000}\") }", "Unicode scalar value"),
+            (
+                "{ f(a: \"\\u{FFFFFFFFFFFFFFFFFFFF}\") }",
+                "Unicode scalar value",
+            ),
+            ("{ f(a: \"\\uDE00\") }", "surrogate"),
+            (deep.as_str(), "recursion limit"),
+            ("{{{{", "Expected Name, found \"{\"."),
+            ("type Q { a: Int }", "Unexpected Name \"type\"."),
+            ("query ($a: Int = $b) { a }", "Const"),
+        ];
+        for (source, want) in cases {
+            let err = parse(source).unwrap_err();
+            assert!(err.message.starts_with("Syntax Error: "), "{err:?}");
+            assert!(err.message.contains(want), "{source:.40}: {err:?}");
+        }
     }
 }

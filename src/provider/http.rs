@@ -390,7 +390,7 @@ mod tests {
                  [account.login]\nurl = \"https://h.example/auth\"\nmethod = \"POST\"\njson = {login_json}\n\
                  [account.response]\naccess_token = \"/t\"\n"
             );
-            crate::config::load_str_for_tests(&text).remove(0)
+            crate::settings::load_str_for_tests(&text).remove(0)
         };
         for (json, sends) in [
             (r#"{ token = "{{ refresh_token }}" }"#, true),

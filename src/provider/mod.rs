@@ -12,6 +12,7 @@ pub mod extract;
 pub mod http;
 pub mod presets;
 pub mod template;
+pub mod validate;
 
 use std::time::{Duration, SystemTime};
 

@@ -1,7 +1,8 @@
 //! Config checks that `check` used to miss (issue 12, finding 8), as pure rules where they can
 //! be: URL templates with a literal scheme, an empty `state_dir`, a cron schedule that never
 //! fires, two file sinks writing one file, and secret files others can read (a warning).
-//! Called by [`super::validate`]; each returns a message that the caller locates.
+//! Called by [`super::load()`] and [`super::account`]; each returns a message that the caller
+//! locates. (`state_dir` is checked with `[daemon]`, in `crate::config::validate`.)
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -9,9 +10,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::error::{Problem, Source, Validator, locate};
 use super::raw::AccountConfig;
-use super::secret::SecretValueConfig;
+use crate::config::error::{Problem, Source, Validator, locate};
+use crate::config::secret::SecretValueConfig;
 use crate::provider::http::check_scheme;
 use crate::sink::SinkConfig;
 
@@ -51,19 +52,6 @@ pub fn url_template(template: &str, insecure_http: bool) -> Result<(), String> {
             "unsupported scheme {scheme:?}: expected https (or http to a loopback host)"
         )),
     }
-}
-
-/// `state_dir`: a directory path, not empty and without NUL bytes (an empty one would
-/// silently mean the config file's directory).
-pub fn state_dir(dir: &Path) -> Result<(), String> {
-    let bytes = dir.as_os_str().as_encoded_bytes();
-    if bytes.is_empty() {
-        return Err("must not be empty: give a directory, e.g. \"/var/lib/tokend\"".into());
-    }
-    if bytes.contains(&0) {
-        return Err("contains a NUL byte".into());
-    }
-    Ok(())
 }
 
 /// Whether `cron` fires within [`CRON_HORIZON`] after `now`.
@@ -249,6 +237,7 @@ fn secret_values(raw: &AccountConfig) -> Vec<(String, &SecretValueConfig)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::validate::state_dir;
 
     #[test]
     fn url_templates_with_a_literal_scheme_follow_the_scheme_rule() {

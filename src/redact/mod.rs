@@ -24,13 +24,18 @@
 //! forms) take a few MB, where an Aho–Corasick automaton over those JWTs in eight
 //! encodings would take hundreds. A hash collision can only redact text that is not a
 //! secret.
+//!
+//! Layout: this file holds the registry and the public rule; `forms` the encoders (every
+//! form of a secret) and `matcher` the hash search and the replacement.
+
+mod forms;
+mod matcher;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{LazyLock, RwLock};
 
-use base64::Engine;
+use matcher::{FormKey, Matcher, hash, keys, replace};
 
 /// What replaces a secret.
 pub const MARKER: &str = "[REDACTED]";
@@ -44,10 +49,6 @@ pub const MIN_LEN: usize = 3;
 /// current and previous): the previous ones stay redacted while a server may still echo
 /// them, and a long-running daemon does not collect every token it ever held.
 const HELD_PER_KEY: usize = 4;
-
-/// Forms at least this long are found through the hash of their first `PREFIX` bytes;
-/// shorter ones through one set per length.
-const PREFIX: usize = 16;
 
 /// A secret registered by the config loader: alone, or as `id:secret` in a `Basic` header.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,307 +82,6 @@ impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secrets({} entries)", self.0.len())
     }
-}
-
-/// Every form in which `entry` may be echoed.
-fn forms(entry: &Entry) -> Vec<String> {
-    let b64 = |s: &str| {
-        [
-            base64::engine::general_purpose::STANDARD_NO_PAD.encode(s),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s),
-        ]
-    };
-    let mut out = Vec::new();
-    match entry {
-        Entry::One(s) => {
-            let json = json_escape(s);
-            out.push(json_escape(&json));
-            out.push(json);
-            out.push(format!("{s:?}").trim_matches('"').to_string());
-            for (encoded, lower) in [percent(s, false), percent(s, true)]
-                .into_iter()
-                .map(|e| (e.clone(), lower_hex(&e)))
-            {
-                out.push(encoded);
-                out.push(lower);
-            }
-            out.push(clean(s));
-            // Without padding: the padded form starts with it, and base64 inside a longer
-            // value (`Basic` with an id) is covered by the pairs.
-            out.extend(b64(s));
-            out.push(s.clone());
-        }
-        Entry::Pair(id, s) => {
-            out.extend(b64(&format!("{id}:{s}")));
-            // RFC 6749 §2.3.1: both parts form-encoded before base64.
-            let (fid, fs) = (percent(id, true), percent(s, true));
-            out.extend(b64(&format!("{fid}:{fs}")));
-        }
-    }
-    out.retain(|f| f.len() >= MIN_LEN);
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn json_escape(s: &str) -> String {
-    let quoted = serde_json::to_string(s).expect("a string always serialises");
-    quoted[1..quoted.len() - 1].to_string()
-}
-
-/// RFC 3986 percent-encoding (`%20`), or `application/x-www-form-urlencoded` (`+`).
-fn percent(s: &str, form: bool) -> String {
-    if form {
-        return url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-    }
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The same percent-encoding with lower-case hex digits (`%2f`), which some servers write.
-fn lower_hex(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut hex_left = 0;
-    for c in s.chars() {
-        if hex_left > 0 {
-            out.push(c.to_ascii_lowercase());
-            hex_left -= 1;
-        } else {
-            if c == '%' {
-                hex_left = 2;
-            }
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A hasher for keys that already are hashes.
-#[derive(Default)]
-struct Identity(u64);
-
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<Identity>>;
-
-/// Polynomial hash base (odd, so powers never vanish mod 2⁶⁴).
-const BASE: u64 = 0x0000_0100_0000_01b3;
-
-fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0u64, |h, &b| {
-        h.wrapping_mul(BASE).wrapping_add(u64::from(b) + 1)
-    })
-}
-
-/// A multiset of forms, searchable in one pass (module docs).
-#[derive(Default)]
-struct Matcher {
-    /// Per length below [`PREFIX`]: hash → how many registrations hold it.
-    short: [IdMap<u32>; PREFIX],
-    /// Hash of the first [`PREFIX`] bytes → (length, hash of the whole form, count).
-    long: IdMap<Vec<(usize, u64, u32)>>,
-    forms: usize,
-}
-
-/// What the matcher keeps of one form: its length and hashes, never the text, so the
-/// registry holds no copy of any secret.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct FormKey {
-    len: usize,
-    full: u64,
-    /// Hash of the first [`PREFIX`] bytes (0 for shorter forms).
-    prefix: u64,
-}
-
-impl FormKey {
-    fn of(form: &str) -> Self {
-        let b = form.as_bytes();
-        FormKey {
-            len: b.len(),
-            full: hash(b),
-            prefix: if b.len() < PREFIX {
-                0
-            } else {
-                hash(&b[..PREFIX])
-            },
-        }
-    }
-}
-
-/// The keys of every form of `entry`.
-fn keys(entry: &Entry) -> Vec<FormKey> {
-    forms(entry).iter().map(|f| FormKey::of(f)).collect()
-}
-
-impl Matcher {
-    fn add(&mut self, k: FormKey) {
-        self.forms += 1;
-        if k.len < PREFIX {
-            *self.short[k.len].entry(k.full).or_default() += 1;
-            return;
-        }
-        let slot = self.long.entry(k.prefix).or_default();
-        match slot
-            .iter_mut()
-            .find(|(l, h, _)| *l == k.len && *h == k.full)
-        {
-            Some((_, _, n)) => *n += 1,
-            None => slot.push((k.len, k.full, 1)),
-        }
-    }
-
-    fn remove(&mut self, k: FormKey) {
-        self.forms = self.forms.saturating_sub(1);
-        if k.len < PREFIX {
-            if let Some(n) = self.short[k.len].get_mut(&k.full) {
-                *n -= 1;
-                if *n == 0 {
-                    self.short[k.len].remove(&k.full);
-                }
-            }
-            return;
-        }
-        if let Some(slot) = self.long.get_mut(&k.prefix) {
-            if let Some(i) = slot
-                .iter()
-                .position(|(l, h, _)| *l == k.len && *h == k.full)
-            {
-                slot[i].2 -= 1;
-                if slot[i].2 == 0 {
-                    slot.swap_remove(i);
-                }
-            }
-            if slot.is_empty() {
-                self.long.remove(&k.prefix);
-            }
-        }
-    }
-
-    fn add_all(&mut self, keys: &[FormKey]) {
-        keys.iter().for_each(|k| self.add(*k));
-    }
-
-    fn remove_all(&mut self, keys: &[FormKey]) {
-        keys.iter().for_each(|k| self.remove(*k));
-    }
-
-    #[cfg(test)]
-    fn add_entry(&mut self, entry: &Entry) {
-        self.add_all(&keys(entry));
-    }
-
-    /// The length of the longest form starting at byte `i` (0 when none).
-    fn longest_at(&self, text: &mut Hashes<'_>, i: usize) -> usize {
-        let left = text.len() - i;
-        let mut best = 0;
-        if left >= PREFIX
-            && let Some(slot) = self.long.get(&text.of(i, PREFIX))
-        {
-            for &(len, full, _) in slot {
-                if len > best && len <= left && text.of(i, len) == full {
-                    best = len;
-                }
-            }
-        }
-        if best == 0 {
-            for len in (MIN_LEN..PREFIX.min(left + 1)).rev() {
-                if !self.short[len].is_empty() && self.short[len].contains_key(&text.of(i, len)) {
-                    return len;
-                }
-            }
-        }
-        best
-    }
-}
-
-/// Prefix hashes of a text, computed as far as the scan needs them: the hash of any slice
-/// in O(1), and no work on the part of a long body that a cut drops anyway.
-struct Hashes<'a> {
-    bytes: &'a [u8],
-    prefix: Vec<u64>,
-    power: Vec<u64>,
-}
-
-impl<'a> Hashes<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Hashes {
-            bytes,
-            prefix: vec![0],
-            power: vec![1],
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The hash of bytes `i..i + len` (within the text), equal to [`hash`] of that slice.
-    fn of(&mut self, i: usize, len: usize) -> u64 {
-        while self.prefix.len() <= i + len {
-            let at = self.prefix.len() - 1;
-            let (h, p) = (self.prefix[at], self.power[at]);
-            self.prefix.push(
-                h.wrapping_mul(BASE)
-                    .wrapping_add(u64::from(self.bytes[at]) + 1),
-            );
-            self.power.push(p.wrapping_mul(BASE));
-        }
-        self.prefix[i + len].wrapping_sub(self.prefix[i].wrapping_mul(self.power[len]))
-    }
-}
-
-/// Replaces every byte covered by a match of any matcher with [`MARKER`] (one marker per
-/// run of overlapping matches), stopping once `budget` characters are out: everything
-/// emitted is final, since a match only covers bytes to its right. Returns whether text
-/// was left out.
-fn replace(text: &str, matchers: &[&Matcher], budget: usize) -> (String, bool) {
-    let bytes = text.as_bytes();
-    let mut hashes = Hashes::new(bytes);
-    let mut out = Vec::with_capacity(bytes.len().min(budget.saturating_mul(4)));
-    let (mut covered_to, mut chars) = (0usize, 0usize);
-    for (i, &byte) in bytes.iter().enumerate() {
-        if chars >= budget && i >= covered_to {
-            return (String::from_utf8_lossy(&out).into_owned(), true);
-        }
-        let longest = matchers
-            .iter()
-            .map(|m| m.longest_at(&mut hashes, i))
-            .max()
-            .unwrap_or(0);
-        if longest > 0 {
-            if i >= covered_to {
-                out.extend_from_slice(MARKER.as_bytes());
-                chars += MARKER.len();
-            }
-            covered_to = covered_to.max(i + longest);
-        } else if i >= covered_to {
-            out.push(byte);
-            // Count characters, not bytes: continuation bytes do not start one.
-            if byte & 0xC0 != 0x80 {
-                chars += 1;
-            }
-        }
-    }
-    (String::from_utf8_lossy(&out).into_owned(), false)
 }
 
 /// The process-wide secrets.
@@ -708,6 +408,9 @@ pub mod stored_text {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+
+    use super::forms::{json_escape, lower_hex, percent};
     use super::*;
 
     fn with(secrets: &[&str], pairs: &[(&str, &str)], text: &str) -> String {

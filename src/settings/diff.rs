@@ -100,7 +100,7 @@ mod tests {
     use super::*;
 
     fn load(accounts: &str) -> Vec<Account> {
-        crate::config::load_str_for_tests(accounts)
+        crate::settings::load_str_for_tests(accounts)
     }
 
     fn account(name: &str, password: &str, sink: &str, ratio: f64) -> String {

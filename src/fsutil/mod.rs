@@ -14,20 +14,29 @@
 //!   never a partial or empty one, even after SIGKILL or on a full disk (the temporary file
 //!   is removed and the old file stays).
 //!
+//! Layout: this file opens and judges directories ([`SafeDir`]); `atomic` holds the
+//! replacement and `temps` the sweep of leftover temporary files.
+//!
 //! The walk is done by hand rather than with `openat2(RESOLVE_NO_SYMLINKS)`: one call would
 //! refuse symlinks too, but could neither say which component is one nor let each
 //! directory's owner and mode be checked, and it needs Linux 5.6.
 
+mod atomic;
+mod temps;
+
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, geteuid, unlinkat};
+use nix::unistd::{Gid, fchown, geteuid};
+
+pub use atomic::atomic_write;
+pub use temps::sweep_stale_temps_once;
 
 /// Mode and ownership applied to every write, not only the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,79 +365,6 @@ impl SafeDir {
         Ok(())
     }
 
-    /// Atomically replaces the file `name` in this directory with `contents`. Errors name
-    /// the path.
-    pub fn write_atomic(&self, name: &str, contents: &[u8], attrs: FileAttrs) -> io::Result<()> {
-        let path = self.path.join(name);
-        let result = check_name(name).and_then(|()| {
-            let tmp = temp_name(name);
-            let result = self.write_then_rename(&tmp, name, contents, attrs);
-            if result.is_err() {
-                // Best effort: never leave a stray temporary file (it may hold a token).
-                let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-            }
-            result
-        });
-        result
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
-    }
-
-    fn write_then_rename(
-        &self,
-        tmp: &str,
-        name: &str,
-        contents: &[u8],
-        attrs: FileAttrs,
-    ) -> io::Result<()> {
-        // O_EXCL|O_NOFOLLOW: never follow or reuse someone else's file.
-        let fd = openat(
-            &self.fd,
-            tmp,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )?;
-        let mut file = File::from(fd);
-        let (uid, gid) = self.owner_for(name, attrs);
-        if uid.is_some() || gid.is_some() {
-            fchown(&file, uid.map(Uid::from_raw), gid.map(Gid::from_raw))?;
-        }
-        // After fchown, which may clear set-id bits; fchmod ignores the umask.
-        fchmod(&file, Mode::from_bits_truncate(attrs.mode))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        renameat(&self.fd, tmp, &self.fd, name)?;
-        fsync(&self.fd)?;
-        Ok(())
-    }
-
-    /// The owner and group to give a new version of `name`: the configured ones, else
-    /// (with `keep_owner`, as root) those of the file it replaces, when that file can be
-    /// trusted to say whom it belongs to.
-    fn owner_for(&self, name: &str, attrs: FileAttrs) -> (Option<u32>, Option<u32>) {
-        let (uid, gid) = (attrs.uid, attrs.gid);
-        if !attrs.keep_owner || (uid.is_some() && gid.is_some()) || !geteuid().is_root() {
-            return (uid, gid);
-        }
-        let Ok(st) = fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
-            return (uid, gid);
-        };
-        let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-        // In a shared directory anyone may have put it there; in another user's directory
-        // only that user's (or root's) own, unlinked file counts, not a hard link to
-        // someone else's.
-        let trusted = match self.trust {
-            DirTrust::Private => true,
-            DirTrust::Shared => false,
-            DirTrust::Foreign => st.st_nlink == 1 && (st.st_uid == self.uid || st.st_uid == 0),
-        };
-        if regular && trusted {
-            (uid.or(Some(st.st_uid)), gid.or(Some(st.st_gid)))
-        } else {
-            (uid, gid)
-        }
-    }
-
     /// Opens (or with `O_CREAT`, creates with `mode`) the file `name` here, never through
     /// a symlink (`O_NOFOLLOW|O_CLOEXEC` are added) and without blocking on a FIFO. It must
     /// be a regular file with one link: a hard link planted in a directory another user
@@ -494,42 +430,6 @@ impl SafeDir {
             )
         })
     }
-
-    /// Removes the temporary files of [`write_atomic`](Self::write_atomic) here that are
-    /// older than `age`: what a SIGKILL between create and rename leaves behind (they may
-    /// hold a token). Younger ones may belong to a write in progress (another process) and
-    /// are left alone. Only names of [`temp_name`]'s shape are touched. Best effort;
-    /// returns how many were removed.
-    pub fn remove_stale_temps(&self, age: std::time::Duration) -> usize {
-        let Ok(mut dir) = nix::dir::Dir::openat(
-            &self.fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) else {
-            return 0;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let names: Vec<std::ffi::CString> = dir
-            .iter()
-            .flatten()
-            .map(|entry| entry.file_name().to_owned())
-            .filter(|name| is_temp_name(&name.to_string_lossy()))
-            .collect();
-        let mut removed = 0;
-        for name in names {
-            let old =
-                fstatat(&self.fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
-                    now.saturating_sub(u64::try_from(st.st_mtime).unwrap_or(0)) >= age.as_secs()
-                });
-            if old && unlinkat(&self.fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
-                removed += 1;
-            }
-        }
-        removed
-    }
 }
 
 /// A file name inside a [`SafeDir`]: one component, never `.` or `..`.
@@ -565,22 +465,6 @@ fn check_regular(path: &Path, st: &FileStat) -> io::Result<()> {
     Ok(())
 }
 
-/// Atomically replaces `path` with `contents` in its (existing) directory, opened with
-/// [`open_dir`] (a sticky shared directory is accepted). Errors name the path.
-pub fn atomic_write(path: &Path, contents: &[u8], attrs: FileAttrs) -> io::Result<()> {
-    let name = file_name(path)?;
-    let dir = open_dir(
-        parent_dir(path),
-        DirOptions {
-            create: None,
-            shared_ok: true,
-            must_own: false,
-        },
-    )
-    .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))?;
-    dir.write_atomic(name, contents, attrs)
-}
-
 /// The last component of `path` as UTF-8 text (every name tokend writes is one).
 pub fn file_name(path: &Path) -> io::Result<&str> {
     path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
@@ -591,49 +475,12 @@ pub fn file_name(path: &Path) -> io::Result<&str> {
     })
 }
 
-/// [`SafeDir::remove_stale_temps`] once per directory per process: called for every state
-/// file and sink at start, it must not read a directory of 10,000 files 10,000 times.
-pub fn sweep_stale_temps_once(dir: &SafeDir, age: std::time::Duration) {
-    static SWEPT: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let first = SWEPT
-        .lock()
-        .expect("sweep set lock is never poisoned")
-        .insert(dir.path().to_path_buf());
-    if first {
-        dir.remove_stale_temps(age);
-    }
-}
-
 /// The directory holding `path` (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     }
-}
-
-/// `.NAME.PID.NONCE.tmp`, as [`temp_name`] makes them.
-fn is_temp_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
-        return false;
-    };
-    let Some((rest, nonce)) = rest.rsplit_once('.') else {
-        return false;
-    };
-    let Some((stem, pid)) = rest.rsplit_once('.') else {
-        return false;
-    };
-    !stem.is_empty()
-        && nonce.len() == 16
-        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
-        && !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn temp_name(name: &str) -> String {
-    let nonce: u64 = rand::random();
-    format!(".{name}.{}.{nonce:016x}.tmp", std::process::id())
 }
 
 /// Opens the private directory `dir` (the state directory), creating it with `mode` when
@@ -658,6 +505,8 @@ pub fn ensure_private_dir(dir: &Path, mode: u32, create: bool) -> io::Result<Saf
 
 #[cfg(test)]
 mod tests {
+    use super::atomic::temp_name;
+    use super::temps::is_temp_name;
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
