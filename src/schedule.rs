@@ -104,6 +104,28 @@ pub fn backoff(
         .max(MIN_INTERVAL)
 }
 
+/// An account's cron `schedule`, parsed once (at config load) and kept with the text it
+/// was written as (compared by text: a reload that keeps the text keeps the schedule).
+#[derive(Clone)]
+pub struct Schedule {
+    /// As written in the config.
+    pub text: String,
+    /// Parsed.
+    pub cron: croner::Cron,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
+}
+
 /// Parses a `schedule`: 6 or 7 fields, seconds first, both day-of-month and day-of-week
 /// must match when both are set: the options tokio-cron-scheduler gives the same parser
 /// (croner). tokend computes the next time itself rather than running that crate's

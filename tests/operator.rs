@@ -95,3 +95,28 @@ fn the_readme_documents_demo_dir() {
         .expect("README.md");
     assert!(readme.contains("tokend demo [--dir DIR]"));
 }
+
+#[test]
+fn an_unknown_oauth2_grant_or_client_auth_is_a_located_error() {
+    // Proves (issue 15): `grant` and `client_auth` are enums parsed by serde, so a wrong
+    // word is refused where it is written, with the words that are accepted.
+    let dir = TestDir::new("grant-words");
+    for (key, word, expected) in [
+        ("grant", "implicit", "client_credentials"),
+        ("client_auth", "jwt", "basic"),
+    ] {
+        let text = format!(
+            "[daemon]\nstate_dir = \"state\"\n\n[[account]]\nname = \"o\"\nprovider = \"oauth2\"\ntoken_url = \"https://auth.example/token\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{key} = \"{word}\"\n"
+        );
+        let cfg = dir.write("tokend.toml", &text);
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let run = tokend(&["-c", cfg.to_str().unwrap(), "check"]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(
+            run.stderr.contains("tokend.toml:10:")
+                && run.stderr.contains(word)
+                && run.stderr.contains(expected),
+            "{run:?}"
+        );
+    }
+}

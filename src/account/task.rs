@@ -59,7 +59,7 @@ impl AccountTask {
     pub async fn run(mut self) {
         let name = self.account.name.clone();
         let mut state = super::load_state(&self.account, &self.svc.store);
-        let mut cron = self.account.schedule.as_deref().and_then(parse_cron);
+        let mut cron = self.account.schedule.as_ref().map(|s| s.cron.clone());
         let mut next_cron = cron
             .as_ref()
             .and_then(|c| schedule::next_cron(c, SystemTime::now()));
@@ -116,7 +116,7 @@ impl AccountTask {
                         replanned |= plan(&mut state, &d);
                     }
                     if old.schedule != self.account.schedule {
-                        cron = self.account.schedule.as_deref().and_then(parse_cron);
+                        cron = self.account.schedule.as_ref().map(|s| s.cron.clone());
                         next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, SystemTime::now()));
                     }
                     if old.sink_configs != self.account.sink_configs {
@@ -312,10 +312,6 @@ fn plan(state: &mut AccountState, d: &Decision) -> bool {
     let changed = state.next_refresh_ms != ms;
     state.next_refresh_ms = ms;
     changed
-}
-
-fn parse_cron(s: &str) -> Option<croner::Cron> {
-    schedule::parse_cron(s).ok()
 }
 
 fn expiry_text(state: &AccountState) -> String {

@@ -116,7 +116,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             humantime::format_duration(t.min_margin),
             a.schedule
                 .as_ref()
-                .map(|s| format!(", and on cron {s:?} (UTC)"))
+                .map(|s| format!(", and on cron {:?} (UTC)", s.text))
                 .unwrap_or_default(),
             // What the daemon really does (its first call is always a login).
             match (a.provider.can_refresh(), a.provider.rotates()) {

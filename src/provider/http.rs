@@ -33,6 +33,8 @@ pub struct Provider {
     pub insecure_http: bool,
     /// Lifetime assumed when the response has no expiry.
     pub default_lifetime: Duration,
+    /// `oauth2`'s grant (`None` for the other providers).
+    pub grant: Option<super::Grant>,
 }
 
 /// [`Vars`] compared by value (for reload diffs), never printed.
@@ -90,12 +92,7 @@ impl Provider {
     /// never spent.) Then a possibly spent held token is retried rather than "logging in".
     pub fn login_sends_refresh_token(&self) -> bool {
         match self.name.as_str() {
-            "oauth2" => self
-                .vars
-                .0
-                .0
-                .get("grant")
-                .is_some_and(|g| g.expose_secret() == "refresh_token"),
+            "oauth2" => self.grant == Some(super::Grant::RefreshToken),
             "http" => self
                 .spec
                 .login

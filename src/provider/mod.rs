@@ -125,6 +125,60 @@ pub struct ResponseSpec {
     pub error: Option<String>,
 }
 
+/// `oauth2`'s `grant` (RFC 6749 §4): what a login sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// `client_credentials` (the default): the client's own credentials.
+    #[default]
+    ClientCredentials,
+    /// `password`: a user's username and password.
+    Password,
+    /// `refresh_token`: a configured refresh token, spent by a rotating server.
+    RefreshToken,
+}
+
+impl Grant {
+    /// The RFC 6749 `grant_type` word (also the preset templates' `grant` variable).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+            Grant::RefreshToken => "refresh_token",
+        }
+    }
+
+    /// The account fields a login with this grant sends.
+    pub fn credentials(self) -> &'static [&'static str] {
+        match self {
+            Grant::ClientCredentials => &["client_secret"],
+            Grant::Password => &["username", "password"],
+            Grant::RefreshToken => &["refresh_token"],
+        }
+    }
+}
+
+/// `oauth2`'s `client_auth` (RFC 6749 §2.3.1): how the client authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `basic` (the default): an HTTP Basic header with the client id and secret.
+    #[default]
+    Basic,
+    /// `body`: `client_id` (and `client_secret`, if any) in the form body.
+    Body,
+}
+
+impl ClientAuth {
+    /// `basic` or `body` (the preset templates' `client_auth` variable).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Basic => "basic",
+            ClientAuth::Body => "body",
+        }
+    }
+}
+
 /// Which exchange produced a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {

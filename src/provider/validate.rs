@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::config::error::Validator;
 use crate::config::raw::{ExchangeConfig, ResponseConfig, Sources};
 use crate::provider::template::{self, Vars};
-use crate::provider::{Body, Exchange, ResponseSpec, Source as ValueSource};
+use crate::provider::{Body, ClientAuth, Exchange, Grant, ResponseSpec, Source as ValueSource};
 
 /// The preset's exchange with the account's overrides applied.
 pub fn merge_exchange(
@@ -230,54 +230,34 @@ pub fn validate_response(v: &mut Validator<'_>, raw: &ResponseConfig) -> Option<
     ok.then_some(spec)
 }
 
-/// `provider = "oauth2"`: checks `grant` and `client_auth` (defaults `client_credentials`
-/// and `basic`), sets them as template variables (the preset's templates branch on them)
-/// and requires the credentials that grant and method send. `has_credential` says whether
-/// the account sets a credential field. False when something is wrong (recorded in `v`).
+/// `provider = "oauth2"`: `grant` and `client_auth` (defaults `client_credentials` and
+/// `basic`; serde already refused any other word, with its location) become template
+/// variables (the preset's templates branch on them), and the credentials that grant and
+/// method send are required. `has_credential` says whether the account sets a credential
+/// field. False when something is missing (recorded in `v`).
 pub fn oauth2(
     v: &mut Validator<'_>,
-    grant: Option<&str>,
-    client_auth: Option<&str>,
+    grant: Grant,
+    client_auth: ClientAuth,
     has_credential: impl Fn(&str) -> bool,
     vars: &mut Vars,
 ) -> bool {
     let mut ok = true;
-    let grant = grant.unwrap_or("client_credentials");
-    if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
-        v.error(
-            "grant",
-            format!(
-                "{grant:?} is not a grant: expected client_credentials, password or refresh_token"
-            ),
-        );
-        ok = false;
-    }
-    let client_auth = client_auth.unwrap_or("basic");
-    if !matches!(client_auth, "basic" | "body") {
-        v.error(
-            "client_auth",
-            format!(
-                "{client_auth:?} is not a client authentication method: expected basic or body"
-            ),
-        );
-        ok = false;
-    }
-    vars.set_plain("grant", grant);
-    vars.set_plain("client_auth", client_auth);
-    let mut needed: Vec<&str> = match grant {
-        "password" => vec!["username", "password"],
-        "refresh_token" => vec!["refresh_token"],
-        _ => vec!["client_secret"],
-    };
-    if client_auth == "basic" {
+    vars.set_plain("grant", grant.as_str());
+    vars.set_plain("client_auth", client_auth.as_str());
+    let mut needed: Vec<&str> = grant.credentials().to_vec();
+    if client_auth == ClientAuth::Basic && !needed.contains(&"client_secret") {
         needed.push("client_secret");
     }
-    needed.dedup();
     for field in needed {
         if !has_credential(field) {
             v.error(
                 field,
-                format!("required by grant = {grant:?} with client_auth = {client_auth:?}"),
+                format!(
+                    "required by grant = {:?} with client_auth = {:?}",
+                    grant.as_str(),
+                    client_auth.as_str()
+                ),
             );
             ok = false;
         }

@@ -148,8 +148,8 @@ pub fn validate_account(
     if is_oauth2 {
         failed |= !oauth2(
             v,
-            raw.grant.as_deref(),
-            raw.client_auth.as_deref(),
+            raw.grant.unwrap_or_default(),
+            raw.client_auth.unwrap_or_default(),
             |field| raw_credential(raw, field).is_some(),
             &mut vars,
         );
@@ -268,12 +268,22 @@ pub fn validate_account(
         Duration::from_secs(15),
         TIMEOUT_RANGE,
     );
-    if let Some(schedule) = &raw.schedule {
-        let fires = crate::schedule::parse_cron(schedule)
-            .and_then(|cron| checks::cron_fires(schedule, &cron, std::time::SystemTime::now()));
-        if let Err(m) = fires {
-            v.error("schedule", m);
-            failed = true;
+    let mut schedule = None;
+    if let Some(text) = &raw.schedule {
+        let parsed = crate::schedule::parse_cron(text).and_then(|cron| {
+            checks::cron_fires(text, &cron, std::time::SystemTime::now()).map(|()| cron)
+        });
+        match parsed {
+            Ok(cron) => {
+                schedule = Some(crate::schedule::Schedule {
+                    text: text.clone(),
+                    cron,
+                })
+            }
+            Err(m) => {
+                v.error("schedule", m);
+                failed = true;
+            }
         }
     }
     let ca_file = raw.ca_file.as_ref().map(|p| v.base_dir().join(p));
@@ -333,10 +343,11 @@ pub fn validate_account(
             timeout,
             insecure_http: raw.insecure_http.unwrap_or(false),
             default_lifetime: timing.default_lifetime,
+            grant: is_oauth2.then(|| raw.grant.unwrap_or_default()),
         },
         timing,
         retry: daemon.retry,
-        schedule: raw.schedule.clone(),
+        schedule,
         ca_file,
         sink_configs: raw.sink.clone(),
         sinks,

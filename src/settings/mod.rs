@@ -53,7 +53,7 @@ pub struct Account {
     /// Backoff.
     pub retry: Retry,
     /// Extra refresh times (cron, UTC).
-    pub schedule: Option<String>,
+    pub schedule: Option<crate::schedule::Schedule>,
     /// Extra CA file for the provider's TLS.
     pub ca_file: Option<PathBuf>,
     /// The sinks as written (for reload diffs).

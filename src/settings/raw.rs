@@ -52,9 +52,9 @@ pub struct AccountConfig {
     /// Credential: a refresh token (iTFLEX's integrator key).
     pub refresh_token: Option<SecretValueConfig>,
     /// `oauth2`: `client_credentials`, `password` or `refresh_token`.
-    pub grant: Option<String>,
+    pub grant: Option<crate::provider::Grant>,
     /// `oauth2`: `basic` (default) or `body`.
-    pub client_auth: Option<String>,
+    pub client_auth: Option<crate::provider::ClientAuth>,
     /// `oauth2`: requested scope.
     pub scope: Option<String>,
     /// `oauth2`: requested audience.
