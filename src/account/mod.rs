@@ -333,7 +333,7 @@ pub async fn publish(
     indices: &[usize],
 ) -> Vec<SinkResult> {
     let writes = indices.iter().map(|&i| {
-        let sink: Arc<Sink> = account.sinks[i].clone();
+        let sink: Arc<Sink> = account.sinks[i].sink.clone();
         async move {
             let result = sink.write(doc).await;
             SinkResult {

@@ -24,7 +24,7 @@ use crate::board::Board;
 use crate::provider::ProviderError;
 use crate::schedule;
 use crate::settings::Account;
-use crate::sink::{SinkConfig, rfc3339};
+use crate::sink::{ConfiguredSink, rfc3339};
 use crate::state::{AccountState, from_ms};
 
 /// One account's task: what it needs from the supervisor.
@@ -119,9 +119,9 @@ impl AccountTask {
                         cron = self.account.schedule.as_ref().map(|s| s.cron.clone());
                         next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, SystemTime::now()));
                     }
-                    if old.sink_configs != self.account.sink_configs {
+                    if old.sinks != self.account.sinks {
                         // New sinks get the current token now, no login (SPEC §4).
-                        pending = carry_pending(&old.sink_configs, &self.account.sink_configs, &pending);
+                        pending = carry_pending(&old.sinks, &self.account.sinks, &pending);
                         let labels: Vec<String> = self.account.sinks.iter().map(|s| s.label()).collect();
                         state.sinks.retain(|k, _| labels.contains(k));
                         sinks_changed = true;
@@ -329,8 +329,8 @@ fn human(d: Duration) -> String {
 /// its pending retry (sinks are independent, SPEC §4), re-indexed to the new list; a new
 /// sink is due now.
 fn carry_pending(
-    old: &[SinkConfig],
-    new: &[SinkConfig],
+    old: &[ConfiguredSink],
+    new: &[ConfiguredSink],
     pending: &BTreeMap<usize, PendingSink>,
 ) -> BTreeMap<usize, PendingSink> {
     new.iter()

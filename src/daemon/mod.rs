@@ -363,9 +363,9 @@ async fn reload(
                     .get_mut(name)
                     .expect("updated accounts are running");
                 // Keep the running sink objects (Vault login, AWS client) for unchanged sinks.
-                for (i, cfg) in a.sink_configs.iter().enumerate() {
-                    if let Some(j) = h.account.sink_configs.iter().position(|c| c == cfg) {
-                        a.sinks[i] = h.account.sinks[j].clone();
+                for s in &mut a.sinks {
+                    if let Some(running) = h.account.sinks.iter().find(|r| *r == s) {
+                        s.sink = running.sink.clone();
                     }
                 }
                 let sinks: Vec<String> = a.sinks.iter().map(|s| s.label()).collect();

@@ -24,7 +24,7 @@ use crate::provider::validate::{
     merge_exchange, merge_response, oauth2, validate_exchange, validate_response,
 };
 use crate::provider::{Body, ProviderSpec};
-use crate::sink::SinkContext;
+use crate::sink::{ConfiguredSink, SinkContext};
 
 /// The account fields templates may use (besides `[account.vars]`).
 const CREDENTIALS: [&str; 5] = [
@@ -314,7 +314,10 @@ pub fn validate_account(
     let mut sinks = Vec::new();
     for (i, sink) in raw.sink.iter().enumerate() {
         match sink.build(&mut v.item("sink", i), &ctx) {
-            Some(s) => sinks.push(Arc::new(s)),
+            Some(s) => sinks.push(ConfiguredSink {
+                config: sink.clone(),
+                sink: Arc::new(s),
+            }),
             None => failed = true,
         }
     }
@@ -349,7 +352,6 @@ pub fn validate_account(
         retry: daemon.retry,
         schedule,
         ca_file,
-        sink_configs: raw.sink.clone(),
         sinks,
         notify,
         fingerprint,

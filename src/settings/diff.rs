@@ -78,7 +78,7 @@ pub fn diff(old: &[&Account], new: &[&Account]) -> Vec<(String, Change)> {
             plan.push((n.name.clone(), Change::Credentials));
             continue;
         }
-        let sinks = o.sink_configs != n.sink_configs || o.notify != n.notify;
+        let sinks = o.sinks != n.sinks || o.notify != n.notify;
         let timing = o.timing != n.timing || o.retry != n.retry || o.schedule != n.schedule;
         let settings = o.provider != n.provider;
         if sinks || timing || settings {

@@ -14,14 +14,13 @@ pub mod load;
 pub mod raw;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 pub use load::{load, load_structure};
 
 use crate::config::{Daemon, Notify};
 use crate::provider::http::Provider;
 use crate::schedule::{Retry, Timing};
-use crate::sink::{Sink, SinkConfig};
+use crate::sink::ConfiguredSink;
 
 /// A validated config.
 #[derive(Debug)]
@@ -56,10 +55,8 @@ pub struct Account {
     pub schedule: Option<crate::schedule::Schedule>,
     /// Extra CA file for the provider's TLS.
     pub ca_file: Option<PathBuf>,
-    /// The sinks as written (for reload diffs).
-    pub sink_configs: Vec<SinkConfig>,
-    /// The built sinks.
-    pub sinks: Vec<Arc<Sink>>,
+    /// The sinks, each config with the sink built from it.
+    pub sinks: Vec<ConfiguredSink>,
     /// Notifications after the sinks were written.
     pub notify: Vec<Notify>,
     /// Hash of provider settings and credentials: state written under another fingerprint

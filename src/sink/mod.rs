@@ -108,6 +108,31 @@ impl WriteOutcome {
     }
 }
 
+/// One of an account's sinks: its config as written (what a reload compares) kept with
+/// the sink built from it (what writes, with its own login and client), so the two can
+/// never drift apart.
+#[derive(Debug, Clone)]
+pub struct ConfiguredSink {
+    /// As written in the config.
+    pub config: SinkConfig,
+    /// Built from `config`; kept across reloads that leave `config` unchanged.
+    pub sink: std::sync::Arc<Sink>,
+}
+
+impl ConfiguredSink {
+    /// The sink's label (`file:/path`, …).
+    pub fn label(&self) -> String {
+        self.sink.label()
+    }
+}
+
+/// Sinks are equal when their configs are: a reload diff compares what was written.
+impl PartialEq for ConfiguredSink {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+    }
+}
+
 /// Why a sink write failed. Messages name the sink (path, mount, secret id), never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
