@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
+use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 use tokend::emulator::{
     CLIENT_ID, CLIENT_SECRET, Emulator, Fault, INTEGRATOR_KEY, Options, PASSWORD, Provider,
@@ -37,10 +38,10 @@ const LONG: Duration = Duration::from_secs(120);
 // Fixture: an emulator, a test directory, a config, secrets.
 // ---------------------------------------------------------------------------------------
 
-/// An emulator issuing access tokens of `access_lifetime`, with a fresh fault seed that
-/// a failing test prints (the harness shows a test's stderr only when it fails).
+/// An emulator issuing access tokens of `access_lifetime`, with a fault seed that a
+/// failing test prints and `TOKEND_TEST_SEED` replays.
 fn emulator(access_lifetime: Duration) -> Emulator {
-    let fault_seed = rand::random();
+    let fault_seed = crate::support::test_seed("emulator faults");
     let emu = Emulator::start(Options {
         access_lifetime,
         fault_seed,
@@ -787,6 +788,9 @@ fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
     let mut secrets = Secrets::new();
     let mut runs = Vec::new();
     let mut in_flight_restarts = 0;
+    // The kill points come from a printed seed, so a failure can be replayed.
+    let mut kill_points =
+        rand::rngs::StdRng::seed_from_u64(crate::support::test_seed("kill points"));
     for cycle in 0..9 {
         let saved = s.state_of("zarv");
         let may_login = match &saved {
@@ -811,7 +815,7 @@ fn sigkill_during_zarv_rotation_never_reuses_a_spent_refresh_token() {
                 emu.stats(Provider::Zarv).faults > faults
             });
         } else {
-            let ms = 150 + rand::random::<u64>() % 2550;
+            let ms = kill_points.random_range(150..2700);
             // The random kill point itself.
             std::thread::sleep(Duration::from_millis(ms));
         }

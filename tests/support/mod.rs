@@ -121,6 +121,17 @@ pub fn listen_port(log: &Path) -> u16 {
     port.expect("waited for it")
 }
 
+/// A seed for a test's random choices: `$TOKEND_TEST_SEED` if set (to replay a failure),
+/// else a fresh one; printed either way (the harness shows a failing test's output).
+pub fn test_seed(what: &str) -> u64 {
+    let seed = std::env::var("TOKEND_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{what}: seed {seed} (replay with TOKEND_TEST_SEED={seed})");
+    seed
+}
+
 /// A port that was free a moment ago. Racy (another process may take it before the
 /// caller binds it): only for servers that cannot bind port 0 and report it.
 pub fn free_port() -> u16 {
