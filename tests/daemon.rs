@@ -266,6 +266,17 @@ fn stop(d: &mut TokendProcess) {
     assert_eq!(status.code(), Some(0), "tokend run exit status");
 }
 
+/// A clock made of events: a witness account (Pontotel on `witness`, short tokens) that
+/// refreshes on its own every couple of seconds. Waiting for it to make `ticks` more
+/// requests replaces an observation window (a sleep) when a test must show that something
+/// does *not* happen: each tick is a request the daemon really made, at least 1 s apart.
+fn witness_ticks(witness: &Emulator, ticks: u64) {
+    let start = witness.stats(Provider::Pontotel).requests;
+    wait_for(&format!("{ticks} more witness refreshes"), WAIT, || {
+        witness.stats(Provider::Pontotel).requests >= start + ticks
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Refresh ahead
 // ---------------------------------------------------------------------------------------
@@ -1147,6 +1158,8 @@ fn reload_touches_only_the_accounts_that_changed() {
     let creds_before = simple_account(&s, &emu, "creds", Provider::Hubsoft);
     let creds_after = simple_account(&s, &emu2, "creds", Provider::Hubsoft);
     let gone = simple_account(&s, &emu_short, "gone", Provider::Funcional);
+    // Refreshes on the same 4 s tokens as "gone", and stays: the clock of the check below.
+    let witness = simple_account(&s, &emu_short, "witness", Provider::Pontotel);
     let added = simple_account(&s, &emu, "added", Provider::Itflex);
     // A request setting that is not a credential: the running task takes it, no request.
     let tuned_before = simple_account(&s, &emu, "tuned", Provider::Pontotel);
@@ -1159,7 +1172,7 @@ fn reload_touches_only_the_accounts_that_changed() {
         &file_sink(&s.sink("tuned"), "json"),
     );
     s.write_config(&format!(
-        "{}{keep}{sinks_before}{creds_before}{gone}{tuned_before}",
+        "{}{keep}{sinks_before}{creds_before}{gone}{tuned_before}{witness}",
         s.header("")
     ));
     let mut d = s.start_ready();
@@ -1173,7 +1186,7 @@ fn reload_touches_only_the_accounts_that_changed() {
     write_private(
         &s.config,
         &format!(
-            "{}{keep}{sinks_after}{creds_after}{added}{tuned_after}",
+            "{}{keep}{sinks_after}{creds_after}{added}{tuned_after}{witness}",
             s.header("")
         ),
     );
@@ -1210,9 +1223,9 @@ fn reload_touches_only_the_accounts_that_changed() {
         tuned_after["next_refresh_ms"],
         tuned_state["next_refresh_ms"]
     );
-    // Removed: its files stay and it sends nothing more. Observation window: two of its
-    // refresh periods.
-    std::thread::sleep(Duration::from_millis(4000));
+    // Removed: its files stay and it sends nothing more, while the witness on the same
+    // token lifetime refreshes twice.
+    witness_ticks(&emu_short, 2);
     assert_eq!(
         emu_short.stats(Provider::Funcional).requests,
         gone_requests,
@@ -1300,12 +1313,14 @@ fn sigusr1_refreshes_every_account_once_even_when_sent_twice() {
     // back to back, and a second one while the first refresh is still at the provider,
     // each cause one request per account.
     let emu = emulator(LONG);
+    let witness = emulator(Duration::from_secs(3));
     let s = Setup::new("daemon-sigusr1");
     let providers = [Provider::Zarv, Provider::Pontotel, Provider::Hubsoft];
     let mut text = s.header("");
     for p in providers {
         text += &simple_account(&s, &emu, p.name(), p);
     }
+    text += &simple_account(&s, &witness, "witness", Provider::Pontotel);
     s.write_config(&text);
     let mut d = s.start_ready();
     let requests =
@@ -1323,8 +1338,9 @@ fn sigusr1_refreshes_every_account_once_even_when_sent_twice() {
         requests(&emu).iter().all(|n| *n >= 2)
             && providers.iter().all(|p| emu.stats(*p).in_flight == 0)
     });
-    // Observation window: longer than the 1 s minimum interval a second flight would wait.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Two witness refreshes (≥ 2 s of the daemon's own activity): longer than the 1 s a
+    // second flight would wait.
+    witness_ticks(&witness, 2);
     assert_eq!(requests(&emu), vec![2, 2, 2], "after two quick SIGUSR1s");
     // A second signal while the first refresh is in flight joins that flight.
     for p in providers {
@@ -1339,7 +1355,7 @@ fn sigusr1_refreshes_every_account_once_even_when_sent_twice() {
         requests(&emu).iter().all(|n| *n >= 3)
             && providers.iter().all(|p| emu.stats(*p).in_flight == 0)
     });
-    std::thread::sleep(Duration::from_millis(2500));
+    witness_ticks(&witness, 2);
     assert_eq!(
         requests(&emu),
         vec![3, 3, 3],
