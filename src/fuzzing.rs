@@ -23,15 +23,7 @@ use crate::state::{AccountState, StateStore, from_ms, to_ms};
 
 /// The response specs fuzzed: the five presets, `oauth2`, and an `http` spec that reads
 /// every kind of source (header, cookie, pointer), as `[account.response]` may.
-pub const SPECS: [&str; 7] = [
-    "pontotel",
-    "funcional",
-    "hubsoft",
-    "zarv",
-    "itflex",
-    "oauth2",
-    "http",
-];
+pub const SPECS: [&str; 7] = crate::provider::presets::PROVIDERS;
 
 /// The clock a response input may set is clamped to these years (2000–2100, Unix seconds):
 /// a host clock outside them is not a provider's doing. Outside values stay unbounded.

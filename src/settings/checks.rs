@@ -202,8 +202,10 @@ pub fn secret_files(raw: &AccountConfig, base_dir: &Path) -> Vec<std::path::Path
         .collect()
 }
 
-/// Every secret value of an account, named by its field.
-fn secret_values(raw: &AccountConfig) -> Vec<(String, &SecretValueConfig)> {
+/// Every secret value of an account, named by its field (credentials, `vars`, the Vault
+/// sinks' auth): one list for the warnings about literal secrets and readable secret files,
+/// and for the reload watcher.
+pub fn secret_values(raw: &AccountConfig) -> Vec<(String, &SecretValueConfig)> {
     let mut values: Vec<(String, &SecretValueConfig)> = [
         ("username", &raw.username),
         ("password", &raw.password),

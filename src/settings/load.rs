@@ -241,27 +241,15 @@ fn readable_by_others(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The fields of an account that hold a literal secret (identifiers are not secrets).
 fn literal_secrets(raw: &AccountConfig) -> Vec<String> {
-    let mut fields: Vec<String> = [
-        ("username", &raw.username),
-        ("password", &raw.password),
-        ("client_id", &raw.client_id),
-        ("client_secret", &raw.client_secret),
-        ("refresh_token", &raw.refresh_token),
-    ]
-    .into_iter()
-    .filter(|(name, value)| {
-        value.as_ref().is_some_and(|v| v.is_literal()) && !matches!(*name, "username" | "client_id")
-    })
-    .map(|(name, _)| name.to_string())
-    .collect();
-    fields.extend(
-        raw.vars
-            .iter()
-            .filter(|(_, v)| v.is_literal())
-            .map(|(k, _)| format!("vars.{k}")),
-    );
-    fields
+    checks::secret_values(raw)
+        .into_iter()
+        .filter(|(name, value)| {
+            value.is_literal() && !matches!(name.as_str(), "username" | "client_id")
+        })
+        .map(|(name, _)| name)
+        .collect()
 }
 
 #[cfg(test)]
