@@ -45,6 +45,11 @@ fn valid_name(name: &str) -> bool {
 
 /// Validates one account against the daemon settings; `None` when it has a problem
 /// (every problem is recorded in `v`).
+///
+/// Every check runs even after one failed (`failed` is only read at the end), because
+/// `tokend check` must report all of an account's problems at once, not one per run; only
+/// a step that cannot go on without its input (an unknown provider, a login exchange that
+/// did not validate) returns early. Nothing here touches the network or spawns anything.
 pub fn validate_account(
     v: &mut Validator<'_>,
     raw: &AccountConfig,
@@ -68,6 +73,8 @@ pub fn validate_account(
         return None;
     }
     let is_oauth2 = raw.provider == "oauth2";
+    // oauth2's own keys on another provider would be silently ignored, which hides a typo
+    // in `provider` (the account would log in some other way): refuse them.
     for (field, set) in [
         ("grant", raw.grant.is_some()),
         ("client_auth", raw.client_auth.is_some()),
@@ -160,6 +167,8 @@ pub fn validate_account(
             vars.set_plain("audience", audience);
         }
     }
+    // `[account.vars]` may not shadow an account field: a template reading `password`
+    // must always get the account's password, whatever an include adds to vars.
     for (name, value) in &raw.vars {
         if CREDENTIALS.contains(&name.as_str())
             || [
@@ -207,6 +216,9 @@ pub fn validate_account(
         (base, over) => Some(merge_exchange(base, over.as_ref())),
     };
     let response_raw = merge_response(preset.map(|p| &p.response), raw.response.as_ref());
+    // The variables templates may read. `refresh_token` is always known: the refresh
+    // exchange renders the *held* refresh token (from state), even when the config sets
+    // none.
     let known: Vec<&str> = vars
         .names()
         .chain(std::iter::once("refresh_token"))
@@ -247,6 +259,8 @@ pub fn validate_account(
         Some(Some(r)) => Some(r),
         Some(None) => return None,
     };
+    // oauth2 `[account.params]` go into both form bodies, replacing a preset field of the
+    // same name (a server that wants its own `scope` spelling gets it).
     for (name, value) in &raw.params {
         for exchange in std::iter::once(&mut login).chain(refresh.as_mut()) {
             if let Body::Form(fields) = &mut exchange.body {
@@ -311,6 +325,8 @@ pub fn validate_account(
     let ctx = SinkContext {
         account: raw.name.clone(),
     };
+    // Each sink validates and builds itself (a new sink type is one file); its config is
+    // kept with the built sink so a reload can tell which sinks changed.
     let mut sinks = Vec::new();
     for (i, sink) in raw.sink.iter().enumerate() {
         match sink.build(&mut v.item("sink", i), &ctx) {
@@ -328,6 +344,8 @@ pub fn validate_account(
             None => failed = true,
         }
     }
+    // `start`: problems recorded before this account (other accounts, [daemon]) are not
+    // this account's; `failed` covers the steps that report through sub-validators.
     if failed || (!start && v.has_problems()) {
         return None;
     }
@@ -336,6 +354,9 @@ pub fn validate_account(
         refresh,
         response,
     };
+    // What the saved state belongs to: the provider, its exchanges and every variable
+    // (credentials included). Timing, sinks and request settings are left out, so editing
+    // them keeps the saved tokens; a credentials edit supersedes them (settings::fingerprint).
     let fingerprint = fingerprint(&raw.provider, &spec, &vars);
     Some(Account {
         name: raw.name.clone(),
