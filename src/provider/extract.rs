@@ -230,11 +230,11 @@ pub fn interpret(
     })
 }
 
+/// A source for messages: a pointer quoted (it may be empty), the others as written.
 fn show_source(s: &Source) -> String {
     match s {
         Source::Pointer(p) => format!("{p:?}"),
-        Source::Cookie(c) => format!("cookie:{c}"),
-        Source::Header(h) => format!("header:{h}"),
+        other => other.to_string(),
     }
 }
 

@@ -108,6 +108,18 @@ impl Source {
     }
 }
 
+/// The source as written in a config (`/pointer`, `cookie:NAME`, `header:NAME`): what
+/// [`Source::parse`] reads back.
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Pointer(p) => f.write_str(p),
+            Source::Cookie(c) => write!(f, "cookie:{c}"),
+            Source::Header(h) => write!(f, "header:{h}"),
+        }
+    }
+}
+
 /// Where each result is in the response; lists are fallbacks tried in order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ResponseSpec {
