@@ -233,6 +233,7 @@ fn handle_result(
                 access_token: o.access_token,
                 token_type: o.token_type,
                 expires_at: o.expires_at,
+                generation: 1,
             };
             doc.json(now);
         }

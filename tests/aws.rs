@@ -81,6 +81,7 @@ fn doc(token: &str, expires_in: u64) -> TokenDocument {
         access_token: SecretString::from(token.to_owned()),
         token_type: "Bearer".into(),
         expires_at: SystemTime::now() + Duration::from_secs(expires_in),
+        generation: 1,
     }
 }
 

@@ -152,6 +152,7 @@ fn doc() -> TokenDocument {
         access_token: SecretString::from("redirect-test-access-token".to_string()),
         token_type: "Bearer".into(),
         expires_at: SystemTime::now() + Duration::from_secs(600),
+        generation: 1,
     }
 }
 

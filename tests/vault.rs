@@ -98,6 +98,7 @@ fn doc_at(prefix: &str, expires_at: SystemTime) -> TokenDocument {
         access_token: SecretString::from(format!("{prefix}-{}-{n}", std::process::id())),
         token_type: "Bearer".into(),
         expires_at,
+        generation: 1,
     }
 }
 

@@ -283,6 +283,7 @@ fn apply(state: &mut AccountState, o: &Obtained) {
         (None, Via::Refresh) => {}
     }
     state.refresh_in_flight = false;
+    state.generation = state.generation.saturating_add(1);
     state.superseded = false;
     state.last_success_ms = Some(to_ms(SystemTime::now()));
     state.last_error = None;
@@ -311,6 +312,7 @@ pub fn document(account: &Account, state: &AccountState) -> Option<TokenDocument
         access_token: t.access_token.0.clone(),
         token_type: t.token_type.clone(),
         expires_at: from_ms(t.expires_at_ms),
+        generation: state.generation,
     })
 }
 

@@ -423,6 +423,7 @@ mod tests {
             access_token: "T".to_string().into(),
             token_type: "Bearer".into(),
             expires_at: SystemTime::UNIX_EPOCH,
+            generation: 1,
         };
         let sink = |format| FileSink {
             path: "x".into(),

@@ -166,6 +166,9 @@ pub struct TokenDocument {
     pub token_type: String,
     /// When the token expires.
     pub expires_at: SystemTime,
+    /// The token's generation (`AccountState::generation`): sinks that can hold another
+    /// writer's token (Vault, AWS) never replace a higher one (docs/HA.md).
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for TokenDocument {
@@ -176,6 +179,7 @@ impl std::fmt::Debug for TokenDocument {
             .field("access_token", &"[REDACTED]")
             .field("token_type", &self.token_type)
             .field("expires_at", &rfc3339(self.expires_at))
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -231,6 +235,7 @@ mod tests {
             access_token: SecretString::from("tok-123"),
             token_type: "Bearer".into(),
             expires_at: now + Duration::from_secs(360),
+            generation: 1,
         };
         let v: serde_json::Value = serde_json::from_str(&doc.json(now)).unwrap();
         assert_eq!(v["access_token"], "tok-123");
@@ -249,6 +254,7 @@ mod tests {
             access_token: SecretString::from("tok"),
             token_type: "Bearer".into(),
             expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000_000),
+            generation: 1,
         };
         let v: serde_json::Value = serde_json::from_str(&doc.json(SystemTime::now())).unwrap();
         assert_eq!(v["expires_at"], "9999-12-31T23:59:59Z");

@@ -169,6 +169,11 @@ pub struct AccountState {
     /// Per sink label.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkStatus>,
+    /// The held token's generation: one more than the token it replaced. Alone, counted
+    /// here; with `[daemon.coordination]`, the shared record's (docs/HA.md). The Vault and
+    /// AWS sinks never replace a stored token with one of a lower generation.
+    #[serde(default)]
+    pub generation: u64,
     /// In memory only: the last save failed, so the held token (and any rotated refresh
     /// token) is not on disk yet and must not be published (SPEC §4: persisted before
     /// anything else).
@@ -229,6 +234,7 @@ impl AccountState {
             logins: self.logins,
             refreshes: self.refreshes,
             sinks: self.sinks,
+            generation: self.generation,
             ..AccountState::new(&self.account, &self.provider, &fingerprint.current)
         }
     }
