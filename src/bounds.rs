@@ -164,3 +164,15 @@ mod tests {
         );
     }
 }
+
+/// Longest instance name kept from a coordination record or a state file.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A name read from outside (an instance name in a coordination record or state file):
+/// 1–128 visible ASCII characters or spaces, so it prints on one line and cannot forge a log
+/// field.
+pub fn printable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}

@@ -44,6 +44,7 @@ pub mod board;
 pub mod bounds;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod daemon;
 pub mod demo;
 pub mod emulator;

@@ -5,6 +5,7 @@
 //! what the policy decides.
 
 pub mod policy;
+pub mod shared;
 pub mod task;
 
 use std::path::Path;
@@ -35,6 +36,8 @@ pub struct Services {
     pub clients: Arc<HttpClients>,
     /// Bound on provider requests in flight across the daemon.
     pub limiter: Arc<Semaphore>,
+    /// The coordination store, when instances share the accounts (docs/HA.md).
+    pub coordination: Option<Arc<crate::coordination::Coordinator>>,
 }
 
 impl Services {
@@ -44,6 +47,7 @@ impl Services {
             store: StateStore::new(state_dir),
             clients: Arc::new(HttpClients::default()),
             limiter: Arc::new(Semaphore::new(max_concurrent_requests)),
+            coordination: None,
         }
     }
 }
@@ -158,7 +162,7 @@ fn after(
         event,
         &account.timing,
         &account.retry,
-        Samples::random(),
+        Samples::for_token(&account.name, state.generation),
     )
 }
 

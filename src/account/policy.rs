@@ -79,6 +79,12 @@ pub enum Event {
         /// When it expires.
         expires_at: SystemTime,
     },
+    /// Another instance holds a live claim on this account's refresh (docs/HA.md): look
+    /// at the coordination record again after `recheck`, for its commit.
+    ClaimHeld {
+        /// How soon (`coordination::decide::recheck`).
+        recheck: Duration,
+    },
     /// An attempt failed.
     Failed {
         /// How.
@@ -102,6 +108,27 @@ impl Samples {
     pub fn random() -> Samples {
         Samples {
             jitter: schedule::jitter_sample(),
+            backoff: rand::random::<f64>(),
+        }
+    }
+
+    /// Draws for an account holding the token of `generation`: the refresh-ahead jitter is
+    /// a hash of the two, so every instance sharing the account (docs/HA.md) plans the
+    /// same refresh time for the same token and the first to wake claims it while the
+    /// others find its commit moments later; across accounts it spreads like a random
+    /// draw. The backoff stays random.
+    pub fn for_token(account: &str, generation: u64) -> Samples {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(account.as_bytes());
+        hash.update(generation.to_le_bytes());
+        let digest = hash.finalize();
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        // 53 bits, as a uniform draw in [0, 1), mapped to [-1, 1).
+        let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+        Samples {
+            jitter: unit * 2.0 - 1.0,
             backoff: rand::random::<f64>(),
         }
     }
@@ -149,6 +176,8 @@ pub enum Reason {
     Expired,
     /// The credentials were rejected: `retry.rejected`, doubling.
     Rejected,
+    /// Another instance is refreshing (a live claim): look again shortly.
+    ClaimHeld,
     /// A configuration error (404/405, a request that cannot be built): like rejected.
     Misconfigured,
 }
@@ -169,6 +198,7 @@ impl Reason {
             Reason::BeforeExpiry => "before_expiry",
             Reason::Expired => "expired",
             Reason::Rejected => "rejected",
+            Reason::ClaimHeld => "claim_held",
             Reason::Misconfigured => "misconfigured",
         }
     }
@@ -198,6 +228,7 @@ impl fmt::Display for Reason {
             Reason::Expired => "token expired: at most retry.max_expired between attempts",
             Reason::Rejected => "credentials rejected: retry.rejected, doubling to retry.max",
             Reason::Misconfigured => "configuration error: retry.rejected, doubling to retry.max",
+            Reason::ClaimHeld => "another instance is refreshing: waiting for its commit",
         })
     }
 }
@@ -254,6 +285,7 @@ pub fn decide(
             let (wait, reason) = failure_wait(facts, kind, retry_after, retry, samples);
             wait_until(add(now, wait), reason)
         }
+        Event::ClaimHeld { recheck } => wait_until(add(now, recheck), Reason::ClaimHeld),
         Event::Start => match hold(facts, retry) {
             Some(d) => d,
             // New credentials: log in now (the old token is served meanwhile).

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::policy::{self, Action, Decision, Event, Reason, Samples};
+use super::shared::{Outcome, Watch};
 use super::{Attempt, Services};
 use crate::board::Board;
 use crate::provider::ProviderError;
@@ -77,6 +78,25 @@ impl AccountTask {
             (Action::Request, _) => {}
         }
         let mut replanned = plan(&mut state, &start);
+        // Shared accounts: a restarted or new instance first takes newer tokens from the
+        // coordination store, without a provider call (docs/HA.md).
+        let mut watch = Watch::default();
+        let mut adopted_at_start = false;
+        if start.action == Action::Wait
+            && let Some(coord) = self.svc.coordination.clone()
+            && let Some(Outcome::Adopted(_)) = Box::pin(super::shared::attempt(
+                &self.account,
+                &mut state,
+                &self.svc,
+                &coord,
+                &mut watch,
+                false,
+            ))
+            .await
+        {
+            replanned = false;
+            adopted_at_start = true;
+        }
         if let Some(ms) = state.last_success_ms {
             crate::observability::metrics::metrics().last_success(&name, from_ms(ms));
         }
@@ -84,7 +104,7 @@ impl AccountTask {
         // under /run may be gone after a reboot, and when the provider is down the due
         // refresh may take until expiry. A new token obtained first replaces it unwritten.
         let mut pending: BTreeMap<usize, PendingSink> =
-            if state.valid_token(SystemTime::now()).is_some() {
+            if adopted_at_start || state.valid_token(SystemTime::now()).is_some() {
                 self.all_sinks_now()
             } else {
                 BTreeMap::new()
@@ -144,19 +164,30 @@ impl AccountTask {
                 if d.action == Action::Request {
                     last_request = Some(Instant::now());
                     self.board.refreshing(&name);
-                    let attempt = tokio::select! {
+                    let outcome = tokio::select! {
                         () = self.cancel.cancelled() => break,
-                        a = Box::pin(super::obtain(&self.account, &mut state, &self.svc)) => a,
+                        o = Box::pin(self.attempt(&mut state, &mut watch)) => o,
                     };
                     // A nudge (SIGUSR1) that arrived while this flight waited or was in the
                     // air is answered by it: one flight per account (SPEC §4). `Notify`
                     // stored it as a permit; polling once consumes it.
                     let _ = self.nudge.notified().now_or_never();
-                    // `obtain` saved the state with the plan it made.
-                    replanned = false;
-                    if self.answered(&attempt, &state) {
-                        pending = self.all_sinks_now();
-                        notify_pending = !self.account.notify.is_empty();
+                    match outcome {
+                        Outcome::Provider(attempt) | Outcome::StoreDown(attempt) => {
+                            // `obtain` saved the state with the plan it made.
+                            replanned = false;
+                            if self.answered(&attempt, &state) {
+                                pending = self.all_sinks_now();
+                                notify_pending = !self.account.notify.is_empty();
+                            }
+                        }
+                        Outcome::Adopted(_) => {
+                            // Saved with its plan; published like a token of our own.
+                            replanned = false;
+                            pending = self.all_sinks_now();
+                            notify_pending = !self.account.notify.is_empty();
+                        }
+                        Outcome::Busy(d) => replanned |= plan(&mut state, &d),
                     }
                 } else {
                     if event == Event::Nudge
@@ -243,6 +274,18 @@ impl AccountTask {
         debug!(account = %name, "account task stopped");
     }
 
+    /// One attempt: through the coordination store when instances share the account,
+    /// else the ordinary exchange.
+    async fn attempt(&self, state: &mut AccountState, watch: &mut Watch) -> Outcome {
+        if let Some(coord) = &self.svc.coordination
+            && let Some(outcome) =
+                super::shared::attempt(&self.account, state, &self.svc, coord, watch, true).await
+        {
+            return outcome;
+        }
+        Outcome::Provider(super::obtain(&self.account, state, &self.svc).await)
+    }
+
     /// The policy's decision about `event` for this account now.
     fn decide(
         &self,
@@ -256,7 +299,7 @@ impl AccountTask {
             event,
             &self.account.timing,
             &self.account.retry,
-            Samples::random(),
+            Samples::for_token(&self.account.name, state.generation),
         )
     }
 

@@ -5,12 +5,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::account::policy::{self, Action, Event, Reason, Samples};
+use crate::account::shared::Outcome;
 use crate::account::{self, Services};
 use crate::config;
 use crate::settings;
@@ -164,7 +165,8 @@ fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
             return Err(UsageError(format!("no account named {n:?} in {}", path.display())).into());
         }
     }
-    let svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
+    let mut svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
+    svc.coordination = cfg.coordination.clone();
     let _lock = svc.store.lock("once").map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             anyhow::anyhow!("{e}; to refresh a running daemon's accounts now, send it SIGUSR1")
@@ -220,8 +222,36 @@ async fn once_account(account: &settings::Account, svc: &Services) -> bool {
         }
         (Action::Request, _) => {
             let mut attempts = 0;
+            let mut watch = account::shared::Watch::default();
+            let mut busy_since: Option<std::time::Instant> = None;
             loop {
-                let attempt = account::obtain(account, &mut state, svc).await;
+                let outcome = match &svc.coordination {
+                    Some(coord) => {
+                        account::shared::attempt(account, &mut state, svc, coord, &mut watch, true)
+                            .await
+                    }
+                    None => None,
+                };
+                let attempt = match outcome {
+                    Some(Outcome::Provider(a) | Outcome::StoreDown(a)) => a,
+                    Some(Outcome::Adopted(_)) => break,
+                    Some(Outcome::Busy(d)) => {
+                        // Another instance is refreshing: wait for its commit, or for its
+                        // claim to go stale, and no longer.
+                        let since = *busy_since.get_or_insert_with(std::time::Instant::now);
+                        let limit = svc
+                            .coordination
+                            .as_ref()
+                            .map_or(Duration::ZERO, |c| c.claim_ttl.saturating_mul(2));
+                        if since.elapsed() > limit {
+                            tracing::error!(account = %name, "another instance still holds the refresh claim; giving up");
+                            break;
+                        }
+                        tokio::time::sleep(d.wait(SystemTime::now())).await;
+                        continue;
+                    }
+                    None => account::obtain(account, &mut state, svc).await,
+                };
                 attempts += 1;
                 match &attempt.result {
                     Ok(o) => {

@@ -27,6 +27,10 @@ pub struct DaemonConfig {
     pub refresh: Option<TimingConfig>,
     /// Backoff for transient failures.
     pub retry: Option<RetryConfig>,
+    /// `[daemon.coordination]`, read by `crate::settings` into
+    /// `crate::coordination::CoordinationConfig` (whose auth is the vault sink's, a layer
+    /// above this one).
+    pub coordination: Option<toml::Value>,
 }
 
 /// Refresh timing: `[daemon.refresh]`, or the timing keys of `[account.refresh]`.

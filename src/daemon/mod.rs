@@ -88,8 +88,13 @@ pub async fn run(
     for w in &cfg.warnings {
         warn!("{w}");
     }
-    let svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
+    let mut svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
+    svc.coordination = cfg.coordination.clone();
     let _lock = svc.store.lock("run").context("refusing to start")?;
+    if let Some(c) = &cfg.coordination {
+        crate::observability::metrics::metrics().coordinated();
+        info!(store = %c.store.describe(), instance = %c.instance, claim_ttl = %crate::account::policy::wait_text(c.claim_ttl), "sharing accounts through the coordination store");
+    }
     let root = CancellationToken::new();
     let board = Arc::new(Board::default());
     let mut accounts: BTreeMap<String, AccountHandle> = BTreeMap::new();

@@ -32,6 +32,12 @@ pub const RELOAD_RESULTS: [&str; 2] = ["success", "error"];
 /// succeeded), `refreshing` (a request in flight), `failing` (a valid token, the last
 /// attempt failed), `expired` (no valid token).
 pub const ACCOUNT_STATES: [&str; 4] = ["fresh", "refreshing", "failing", "expired"];
+/// Every `result` of `tokend_coordination_claims_total`: `won` (this instance refreshes),
+/// `lost` (another holds a live claim, or wrote first), `stale` (a claim found dead and
+/// taken over).
+pub const CLAIM_RESULTS: [&str; 3] = ["won", "lost", "stale"];
+/// Every `op` of `tokend_coordination_store_requests_total`.
+pub const STORE_OPS: [&str; 2] = ["read", "write"];
 
 /// The metric families.
 pub struct Metrics {
@@ -43,6 +49,12 @@ pub struct Metrics {
     sink_write: Family<Labels, Counter>,
     reload: Family<Labels, Counter>,
     accounts: Family<Labels, Gauge>,
+    claims: Family<Labels, Counter>,
+    adopted: Family<Labels, Counter>,
+    store_errors: Family<Labels, Counter>,
+    store_requests: Family<Labels, Counter>,
+    /// `[daemon.coordination]` is configured: accounts get the coordination series.
+    coordinated: std::sync::atomic::AtomicBool,
     /// The sink labels each known account's series were made for, so that removing an
     /// account (or a sink) removes exactly its series.
     known: Mutex<HashMap<String, Vec<String>>>,
@@ -67,6 +79,30 @@ pub fn metrics() -> &'static Metrics {
         let last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let accounts = Family::<Labels, Gauge>::default();
         let build_info = Family::<Labels, Gauge>::default();
+        let claims = Family::<Labels, Counter>::default();
+        let adopted = Family::<Labels, Counter>::default();
+        let store_errors = Family::<Labels, Counter>::default();
+        let store_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "tokend_coordination_claims",
+            "Refresh claims on the coordination store by result (won, lost, stale)",
+            claims.clone(),
+        );
+        registry.register(
+            "tokend_coordination_adopted",
+            "Tokens taken from the coordination store without calling the provider",
+            adopted.clone(),
+        );
+        registry.register(
+            "tokend_coordination_store_errors",
+            "Coordination store requests that failed (unreachable, sealed, denied)",
+            store_errors.clone(),
+        );
+        registry.register(
+            "tokend_coordination_store_requests",
+            "Requests to the coordination store by op (read, write)",
+            store_requests.clone(),
+        );
         registry.register(
             "tokend_token_expiry_timestamp_seconds",
             "When the account's held access token expires (Unix time)",
@@ -127,6 +163,11 @@ pub fn metrics() -> &'static Metrics {
             sink_write,
             reload,
             accounts,
+            claims,
+            adopted,
+            store_errors,
+            store_requests,
+            coordinated: std::sync::atomic::AtomicBool::new(false),
             known: Mutex::default(),
         }
     })
@@ -136,6 +177,13 @@ fn sink_labels(name: &str, sink: &str, result: &str) -> Labels {
     vec![
         ("account".into(), name.into()),
         ("sink".into(), sink.into()),
+        ("result".into(), result.into()),
+    ]
+}
+
+fn claim_labels(name: &str, result: &str) -> Labels {
+    vec![
+        ("account".into(), name.into()),
         ("result".into(), result.into()),
     ]
 }
@@ -173,6 +221,13 @@ impl Metrics {
             drop(self.refresh.get_or_create(&refresh_labels(name, result)));
         }
         drop(self.refresh_duration.get_or_create(&account(name)));
+        if self.coordinated.load(std::sync::atomic::Ordering::Relaxed) {
+            for result in CLAIM_RESULTS {
+                drop(self.claims.get_or_create(&claim_labels(name, result)));
+            }
+            drop(self.adopted.get_or_create(&account(name)));
+            drop(self.store_errors.get_or_create(&account(name)));
+        }
         for sink in sinks {
             for result in SINK_RESULTS {
                 drop(
@@ -182,6 +237,41 @@ impl Metrics {
             }
         }
         known.insert(name.to_string(), sinks.to_vec());
+    }
+
+    /// `[daemon.coordination]` is configured: every account tracked from now on gets the
+    /// coordination series (at 0), and so does the store's.
+    pub fn coordinated(&self) {
+        self.coordinated
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for op in STORE_OPS {
+            drop(
+                self.store_requests
+                    .get_or_create(&vec![("op".into(), op.into())]),
+            );
+        }
+    }
+
+    /// A claim ended as `result` (one of [`CLAIM_RESULTS`]).
+    pub fn claim(&self, name: &str, result: &str) {
+        self.claims.get_or_create(&claim_labels(name, result)).inc();
+    }
+
+    /// A token was taken from the coordination store.
+    pub fn adopted(&self, name: &str) {
+        self.adopted.get_or_create(&account(name)).inc();
+    }
+
+    /// A coordination store request for the account failed.
+    pub fn store_error(&self, name: &str) {
+        self.store_errors.get_or_create(&account(name)).inc();
+    }
+
+    /// A request to the coordination store was sent.
+    pub fn store_request(&self, op: &str) {
+        self.store_requests
+            .get_or_create(&vec![("op".into(), op.into())])
+            .inc();
     }
 
     /// An attempt to obtain a token ended.
@@ -239,6 +329,11 @@ impl Metrics {
         for result in REFRESH_RESULTS {
             self.refresh.remove(&refresh_labels(name, result));
         }
+        for result in CLAIM_RESULTS {
+            self.claims.remove(&claim_labels(name, result));
+        }
+        self.adopted.remove(&account(name));
+        self.store_errors.remove(&account(name));
         let sinks = self
             .known
             .lock()

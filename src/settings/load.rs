@@ -118,6 +118,21 @@ fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
                 .unwrap_or(&DaemonConfig::default()),
         )
     };
+    let coordination = main_file
+        .daemon
+        .as_ref()
+        .and_then(|d| d.coordination.as_ref())
+        .and_then(|table| {
+            let mut v = Validator::new(&mut problems, main.clone());
+            let mut d = v.key("daemon");
+            match table.clone().try_into::<crate::coordination::CoordinationConfig>() {
+                Ok(c) => c.build(&mut d.key("coordination")).map(std::sync::Arc::new),
+                Err(e) => {
+                    d.error("coordination", e.message().trim().to_string());
+                    None
+                }
+            }
+        });
     let mut accounts = Vec::new();
     let mut seen: HashMap<String, (Arc<Source>, usize)> = HashMap::new();
     let mut sink_paths = checks::SinkPaths::default();
@@ -159,6 +174,9 @@ fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
             ));
         }
     }
+    if let Some(c) = &coordination {
+        checks::claim_ttl_covers_timeouts(&mut problems, &main, c.claim_ttl, &accounts);
+    }
     if !problems.is_empty() {
         return Err(locate(problems));
     }
@@ -171,6 +189,7 @@ fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
             .collect(),
         include_dirs,
         daemon,
+        coordination,
         accounts,
         warnings,
     })

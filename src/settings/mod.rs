@@ -34,6 +34,8 @@ pub struct Config {
     pub include_dirs: Vec<PathBuf>,
     /// `[daemon]`.
     pub daemon: Daemon,
+    /// `[daemon.coordination]`: several instances share the accounts (docs/HA.md).
+    pub coordination: Option<std::sync::Arc<crate::coordination::Coordinator>>,
     /// The accounts, in file order.
     pub accounts: Vec<Account>,
     /// Non-fatal findings (literal secrets in a group/world-readable file).

@@ -56,6 +56,7 @@
 
 mod api;
 mod config;
+mod kv;
 mod token;
 mod write;
 
@@ -70,6 +71,7 @@ pub use self::config::{
     VaultSinkConfig,
 };
 use self::token::Keeper;
+pub use self::kv::{CasWrite, KvRecord};
 pub use self::token::VaultTokenStatus;
 use self::write::Failed;
 use super::{SinkError, TokenDocument, WriteOutcome};

@@ -48,7 +48,9 @@ use crate::fsutil::{FileAttrs, SafeDir, ensure_private_dir};
 
 mod types;
 
-pub use types::{AccountState, FailureKind, Fingerprint, SinkStatus, StoredSecret, StoredToken};
+pub use types::{
+    AccountState, FailureKind, Fingerprint, SharedStatus, SinkStatus, StoredSecret, StoredToken,
+};
 
 /// Format version of state files.
 const VERSION: u32 = 1;

@@ -106,6 +106,25 @@ pub struct SinkStatus {
     pub last_error_ms: Option<u64>,
 }
 
+/// An account's coordination record as this instance last saw it (docs/HA.md), shown
+/// by `tokend status`, which reads no store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SharedStatus {
+    /// The record's generation.
+    pub generation: u64,
+    /// The instance holding the refresh claim, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_instance: Option<String>,
+    /// Since when, on the claimer's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_since_ms: Option<u64>,
+    /// The instance that committed the record's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_by: Option<String>,
+    /// When this instance read it.
+    pub seen_ms: u64,
+}
+
 /// How the last attempt failed, as far as the refresh policy (`crate::account::policy`)
 /// cares; saved so a restart keeps a rejected-credentials wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +193,9 @@ pub struct AccountState {
     /// AWS sinks never replace a stored token with one of a lower generation.
     #[serde(default)]
     pub generation: u64,
+    /// What this instance last saw of the account's coordination record (for `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<SharedStatus>,
     /// In memory only: the last save failed, so the held token (and any rotated refresh
     /// token) is not on disk yet and must not be published (SPEC §4: persisted before
     /// anything else).
@@ -212,6 +234,17 @@ impl AccountState {
         }
         for s in self.sinks.values() {
             times.extend([s.last_write_ms, s.holds_expires_at_ms, s.last_error_ms]);
+        }
+        if let Some(c) = &self.coordination {
+            times.extend([c.claim_since_ms, Some(c.seen_ms)]);
+            let names = [c.claim_instance.as_deref(), c.refreshed_by.as_deref()];
+            if names
+                .into_iter()
+                .flatten()
+                .any(|n| !crate::bounds::printable_name(n))
+            {
+                return Err("an instance name is not printable".into());
+            }
         }
         if times.into_iter().any(too_late) {
             return Err("a time is after 9999-12-31".into());

@@ -149,6 +149,15 @@ fn each_rule_as_a_table_row() {
          failed(FailureKind::Rejected), Wait, at(60.0), Reason::Rejected),
         ("404/405 back off like rejected credentials",
          Facts { since_last_request: just_asked, failures: 1, ..idle() }, failed(FailureKind::Misconfigured), Wait, at(60.0), Reason::Misconfigured),
+        ("another instance's live claim: look again after the recheck",
+         Facts { since_last_request: just_asked, token: hour_token, ..idle() },
+         Event::ClaimHeld { recheck: secs(1.0) }, Wait, at(1.0), Reason::ClaimHeld),
+        ("a recheck sooner than 1 s still keeps attempts 1 s apart",
+         Facts { since_last_request: just_asked, ..idle() },
+         Event::ClaimHeld { recheck: secs(0.25) }, Wait, at(1.0), Reason::ClaimHeld),
+        ("an absurd recheck stays within the horizon",
+         Facts { since_last_request: None, ..idle() },
+         Event::ClaimHeld { recheck: Duration::MAX }, Wait, at(0.0) + HORIZON, Reason::ClaimHeld),
     ];
     let (timing, retry) = (Timing::default(), Retry::default());
     for (what, facts, event, action, next, reason) in rows {
@@ -399,4 +408,19 @@ proptest! {
             }
         }
     }
+}
+
+/// Instances sharing an account plan the same refresh for the same token, and different
+/// tokens or accounts spread over the whole jitter range.
+#[test]
+fn shared_tokens_draw_the_same_jitter_everywhere() {
+    let a = Samples::for_token("zarv-prod", 7);
+    assert_eq!(a.jitter, Samples::for_token("zarv-prod", 7).jitter);
+    assert_ne!(a.jitter, Samples::for_token("zarv-prod", 8).jitter);
+    assert_ne!(a.jitter, Samples::for_token("zarv-test", 7).jitter);
+    let draws: Vec<f64> = (0..2000).map(|g| Samples::for_token("acct", g).jitter).collect();
+    assert!(draws.iter().all(|j| (-1.0..1.0).contains(j)));
+    let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+    assert!(mean.abs() < 0.1, "mean {mean}");
+    assert!(draws.iter().any(|j| *j < -0.9) && draws.iter().any(|j| *j > 0.9));
 }

@@ -179,6 +179,18 @@ impl VaultSinkConfig {
     /// reads `$VAULT_ADDR`, the auth secrets, `ca_file` and `jwt_file`, sets up the HTTP
     /// client; no network.
     pub fn build(&self, v: &mut Validator<'_>, ctx: &SinkContext) -> Option<VaultSink> {
+        self.build_at(v, ctx, "path")
+    }
+
+    /// [`build`](Self::build), reporting problems with `path` against `path_field`: the
+    /// coordination store (`crate::coordination`) builds its KV client from a table whose
+    /// path is called `prefix`.
+    pub fn build_at(
+        &self,
+        v: &mut Validator<'_>,
+        ctx: &SinkContext,
+        path_field: &str,
+    ) -> Option<VaultSink> {
         let env_address = std::env::var("VAULT_ADDR").ok();
         let address = check(
             v,
@@ -186,7 +198,7 @@ impl VaultSinkConfig {
             parse_address(self.address.as_deref(), env_address.as_deref()),
         );
         let mount = check(v, "mount", clean_path(&self.mount));
-        let path = check(v, "path", clean_path(&self.path));
+        let path = check(v, path_field, clean_path(&self.path));
         let namespace = match &self.namespace {
             None => Some(None),
             Some(ns) => check(v, "namespace", clean_path(ns).and_then(header_safe)).map(Some),

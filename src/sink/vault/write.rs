@@ -182,7 +182,7 @@ impl VaultSink {
     }
 
     /// Classifies a failed KV call.
-    fn failed(&self, e: ApiError) -> Failed {
+    pub(super) fn failed(&self, e: ApiError) -> Failed {
         let context = self.context();
         Failed::Other(match e {
             ApiError::Status { status, detail } => match (status_class(status), status) {
