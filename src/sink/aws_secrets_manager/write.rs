@@ -184,8 +184,9 @@ impl AwsSecretsManagerSink {
         )))
     }
 
-    /// `CreateSecret` for a secret that does not exist (step 4): `Ok(true)` when created
-    /// (our version is AWSCURRENT), `Ok(false)` when another writer created it meanwhile.
+    /// `CreateSecret` for a secret that does not exist (module doc, "One write" step 5):
+    /// `Ok(true)` when created (our version is AWSCURRENT), `Ok(false)` when another writer
+    /// created it meanwhile.
     async fn create_missing(
         &self,
         client: &Client,
