@@ -11,9 +11,12 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_secretsmanager::Client;
 use secrecy::SecretString;
-use tokend::sink::aws_secrets_manager::{AwsSecretsManagerSink, Format, client_request_token};
+use tokend::sink::aws_secrets_manager::{
+    AwsSecretsManagerSink, Format, client_request_token, parse_version_id,
+};
 use tokend::sink::{Sink, SinkConfig, SinkContext, SinkError, TokenDocument, WriteOutcome};
 
+use crate::support::interpose::Interpose;
 use crate::support::moto::Moto;
 use crate::support::wait_for_async;
 
@@ -47,10 +50,12 @@ async fn sink(moto: &Moto, body: &str) -> Sink {
 }
 
 fn sink_with(moto: &Moto, body: &str, sdk: SdkConfig) -> Sink {
-    let text = format!(
-        "type = \"aws_secrets_manager\"\nendpoint_url = \"{}\"\n{body}",
-        moto.endpoint()
-    );
+    sink_at(&moto.endpoint(), body, sdk)
+}
+
+/// A sink whose `endpoint_url` is `endpoint` (moto, or a proxy in front of it).
+fn sink_at(endpoint: &str, body: &str, sdk: SdkConfig) -> Sink {
+    let text = format!("type = \"aws_secrets_manager\"\nendpoint_url = \"{endpoint}\"\n{body}");
     let config: SinkConfig = toml::from_str(&text).expect("sink TOML parses");
     let SinkConfig::AwsSecretsManager(config) = config else {
         panic!("not an aws_secrets_manager sink: {config:?}");
@@ -73,16 +78,85 @@ async fn admin(moto: &Moto) -> Client {
     )
 }
 
-/// A token document expiring `expires_in` seconds from now.
+/// A token document of generation 1 expiring `expires_in` seconds from now.
 fn doc(token: &str, expires_in: u64) -> TokenDocument {
+    doc_gen(
+        token,
+        1,
+        i64::try_from(expires_in).expect("a test lifetime"),
+    )
+}
+
+/// A token document of `generation` expiring `expires_in` seconds from now (negative:
+/// expired that long ago).
+fn doc_gen(token: &str, generation: u64, expires_in: i64) -> TokenDocument {
+    let now = SystemTime::now();
+    let offset = Duration::from_secs(expires_in.unsigned_abs());
     TokenDocument {
         account: ACCOUNT.into(),
         provider: "pontotel".into(),
         access_token: SecretString::from(token.to_owned()),
         token_type: "Bearer".into(),
-        expires_at: SystemTime::now() + Duration::from_secs(expires_in),
-        generation: 1,
+        expires_at: if expires_in >= 0 {
+            now + offset
+        } else {
+            now - offset
+        },
+        generation,
     }
+}
+
+/// The token and generation AWSCURRENT holds, read as the sink reads them: the `json`
+/// document's fields, or for `raw` the value and the version id.
+async fn current_token(client: &Client, id: &str, format: Format) -> (String, u64) {
+    let (value, version) = stage(client, id, "AWSCURRENT").await;
+    match format {
+        Format::Json => {
+            let doc: serde_json::Value = serde_json::from_str(&value).expect("a json document");
+            (
+                doc["access_token"]
+                    .as_str()
+                    .expect("access_token")
+                    .to_owned(),
+                doc["generation"].as_u64().expect("a generation field"),
+            )
+        }
+        Format::Raw => {
+            let (generation, _) = parse_version_id(&version)
+                .unwrap_or_else(|| panic!("not a tokend version id: {version}"));
+            (value, generation)
+        }
+    }
+}
+
+/// Puts `token` of `generation` as AWSCURRENT directly with the SDK, as another tokend
+/// would store it: a `json` document, or a `raw` value under a version id stating the
+/// generation.
+async fn put_as_other_writer(
+    client: &Client,
+    id: &str,
+    format: Format,
+    token: &str,
+    generation: u64,
+) {
+    let other = doc_gen(token, generation, 3600);
+    let request = client.put_secret_value().secret_id(id);
+    let request = match format {
+        Format::Json => request.secret_string(other.json(SystemTime::now())),
+        Format::Raw => request
+            .secret_string(token)
+            .client_request_token(client_request_token(
+                ACCOUNT,
+                Format::Raw,
+                token,
+                generation,
+                other.expires_at,
+            )),
+    };
+    request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the other writer's PutSecretValue: {e:?}"));
 }
 
 /// The value and version id at `stage`.
@@ -158,7 +232,8 @@ async fn create_true_creates_a_missing_secret_with_its_settings() {
     .await;
     assert_eq!(sink.label(), "aws:tokend/created");
 
-    let outcome = sink.write(&doc("tok-created", 3600)).await.expect("write");
+    let created = doc("tok-created", 3600);
+    let outcome = sink.write(&created).await.expect("write");
 
     assert_eq!(outcome, WriteOutcome::Written);
     let admin = admin(&moto).await;
@@ -173,9 +248,10 @@ async fn create_true_creates_a_missing_secret_with_its_settings() {
             .as_str()
             .is_some_and(|s| s.ends_with('Z'))
     );
+    assert_eq!(stored["generation"], 1);
     assert_eq!(
         version,
-        client_request_token(ACCOUNT, Format::Json, "tok-created")
+        client_request_token(ACCOUNT, Format::Json, "tok-created", 1, created.expires_at)
     );
     let described = admin
         .describe_secret()
@@ -242,7 +318,13 @@ async fn a_retried_write_lands_on_the_same_version() {
         WriteOutcome::Written
     );
     let (value, version) = stage(&admin, id, "AWSCURRENT").await;
-    let request_token = client_request_token(ACCOUNT, Format::Json, "tok-retry");
+    let request_token = client_request_token(
+        ACCOUNT,
+        Format::Json,
+        "tok-retry",
+        token_doc.generation,
+        token_doc.expires_at,
+    );
     assert_eq!(version, request_token);
 
     // The request the sink sent, sent again.
@@ -363,7 +445,9 @@ async fn two_refreshes_leave_the_new_token_current_and_the_old_previous() {
         WriteOutcome::Written
     );
     assert_eq!(
-        sink.write(&doc("tok-second", 7200)).await.expect("second"),
+        sink.write(&doc_gen("tok-second", 2, 7200))
+            .await
+            .expect("second"),
         WriteOutcome::Written
     );
 
@@ -373,35 +457,163 @@ async fn two_refreshes_leave_the_new_token_current_and_the_old_previous() {
 }
 
 #[tokio::test]
-async fn a_stored_token_that_expires_later_is_kept() {
-    // Proves: a json sink never replaces a stored token whose expires_at is later than its own
-    // (another writer got a fresher token): KeptNewer, no new version. A raw sink stores no
-    // expiry, so it has nothing to compare and writes its token.
+async fn a_lower_generation_never_replaces_a_live_higher_one_in_either_format() {
+    // Proves: in both formats the stored generation decides, not expires_at: generation 4
+    // with a later expiry is kept out (KeptNewer, no new version), generation 6 with an
+    // earlier expiry is written, and an expired generation 9 does not block generation 2 (a
+    // wiped state_dir restarts the counter). Raw values carry the generation in the version id.
     let moto = Moto::start();
     let admin = admin(&moto).await;
-    let id = "tokend/newer";
-    let json_sink = sink(&moto, &format!("secret_id = \"{id}\"\ncreate = true")).await;
-    assert_eq!(
-        json_sink
-            .write(&doc("tok-fresh", 7200))
-            .await
-            .expect("fresh"),
-        WriteOutcome::Written
-    );
+    for format in [Format::Json, Format::Raw] {
+        let name = if format == Format::Json {
+            "json"
+        } else {
+            "raw"
+        };
+        let id = format!("tokend/order-{name}");
+        let sink = sink(
+            &moto,
+            &format!("secret_id = \"{id}\"\ncreate = true\nformat = \"{name}\""),
+        )
+        .await;
+        let write = |d: TokenDocument| {
+            let sink = &sink;
+            async move { sink.write(&d).await.expect("write") }
+        };
 
-    let outcome = json_sink
-        .write(&doc("tok-stale", 3600))
-        .await
-        .expect("stale");
+        assert_eq!(
+            write(doc_gen("tok-5", 5, 3600)).await,
+            WriteOutcome::Written,
+            "{name}"
+        );
+        assert_eq!(
+            write(doc_gen("tok-4", 4, 7200)).await,
+            WriteOutcome::KeptNewer,
+            "{name}: a lower generation expiring later"
+        );
+        assert_eq!(
+            current_token(&admin, &id, format).await,
+            ("tok-5".into(), 5),
+            "{name}"
+        );
+        assert_eq!(
+            versions(&admin, &id).await.len(),
+            1,
+            "{name}: nothing staged"
+        );
 
-    assert_eq!(outcome, WriteOutcome::KeptNewer);
-    assert_eq!(token_at(&admin, id, "AWSCURRENT").await, "tok-fresh");
-    assert_eq!(versions(&admin, id).await.len(), 1);
+        assert_eq!(
+            write(doc_gen("tok-6", 6, 1800)).await,
+            WriteOutcome::Written,
+            "{name}: a higher generation expiring earlier"
+        );
+        assert_eq!(
+            current_token(&admin, &id, format).await,
+            ("tok-6".into(), 6),
+            "{name}"
+        );
+        assert_eq!(token_prev(&admin, &id, format).await, "tok-5", "{name}");
 
-    let raw_sink = sink(&moto, &format!("secret_id = \"{id}\"\nformat = \"raw\"")).await;
-    let outcome = raw_sink.write(&doc("tok-raw", 60)).await.expect("raw");
-    assert_eq!(outcome, WriteOutcome::Written);
-    assert_eq!(stage(&admin, id, "AWSCURRENT").await.0, "tok-raw");
+        assert_eq!(
+            write(doc_gen("tok-9", 9, -60)).await,
+            WriteOutcome::Written,
+            "{name}"
+        );
+        assert_eq!(
+            write(doc_gen("tok-2", 2, 3600)).await,
+            WriteOutcome::Written,
+            "{name}: an expired generation 9 must not block"
+        );
+        assert_eq!(
+            current_token(&admin, &id, format).await,
+            ("tok-2".into(), 2),
+            "{name}"
+        );
+    }
+}
+
+/// The token at AWSPREVIOUS.
+async fn token_prev(client: &Client, id: &str, format: Format) -> String {
+    match format {
+        Format::Json => token_at(client, id, "AWSPREVIOUS").await,
+        Format::Raw => stage(client, id, "AWSPREVIOUS").await.0,
+    }
+}
+
+#[tokio::test]
+async fn another_writer_between_read_and_write_never_leaves_the_lower_generation_current() {
+    // Proves: the write is a real check-and-set. A proxy in front of moto lets another writer
+    // put a token just before the sink's PutSecretValue or its UpdateSecretVersionStage, i.e.
+    // after the sink read AWSCURRENT. A higher generation (7) that got in stays current
+    // (KeptNewer: AWS refused to move AWSCURRENT off the version the sink had read, and the
+    // re-read kept 7); a lower one (4) that got in is replaced by ours (8) after the re-read.
+    // Both formats, both moments.
+    let moto = Moto::start();
+    let admin = admin(&moto).await;
+    for format in [Format::Json, Format::Raw] {
+        for call in ["PutSecretValue", "UpdateSecretVersionStage"] {
+            let name = if format == Format::Json {
+                "json"
+            } else {
+                "raw"
+            };
+            let id = format!("tokend/cas-{name}-{call}");
+            let body = format!("secret_id = \"{id}\"\ncreate = true\nformat = \"{name}\"");
+            let direct = sink(&moto, &body).await;
+            assert_eq!(
+                direct
+                    .write(&doc_gen("tok-5", 5, 3600))
+                    .await
+                    .expect("gen 5"),
+                WriteOutcome::Written
+            );
+
+            for (theirs, ours, expected, current) in [
+                (7, 6, WriteOutcome::KeptNewer, ("tok-7", 7)),
+                (4, 8, WriteOutcome::Written, ("tok-8", 8)),
+            ] {
+                let target = format!("secretsmanager.{call}");
+                let (client, secret) = (admin.clone(), id.clone());
+                let proxy = Interpose::start(
+                    &moto.endpoint(),
+                    move |_, _, headers| {
+                        headers
+                            .get("x-amz-target")
+                            .is_some_and(|v| v.as_bytes() == target.as_bytes())
+                    },
+                    move |n| {
+                        let (client, secret) = (client.clone(), secret.clone());
+                        async move {
+                            if n == 0 {
+                                let token = format!("tok-{theirs}");
+                                put_as_other_writer(&client, &secret, format, &token, theirs).await;
+                            }
+                        }
+                    },
+                )
+                .await;
+                let proxied = sink_at(proxy.url(), &body, sdk_config(None).await);
+
+                let outcome = proxied
+                    .write(&doc_gen(&format!("tok-{ours}"), ours, 3600))
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} {call} {theirs}/{ours}: {e}"));
+
+                let what =
+                    format!("{name}, other writer before {call}, theirs {theirs}, ours {ours}");
+                assert!(
+                    proxy.matched() >= 1,
+                    "{what}: the other writer never got in"
+                );
+                assert_eq!(outcome, expected, "{what}");
+                assert_eq!(
+                    current_token(&admin, &id, format).await,
+                    (current.0.to_owned(), current.1),
+                    "{what}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -88,8 +88,13 @@ async fn role(bao: &OpenBao, name: &str, ttl: &str, max_ttl: &str) -> Role {
     }
 }
 
-/// A token document with a unique access token expiring at `expires_at`.
+/// A token document of generation 1 with a unique access token expiring at `expires_at`.
 fn doc_at(prefix: &str, expires_at: SystemTime) -> TokenDocument {
+    doc_gen_at(prefix, 1, expires_at)
+}
+
+/// A token document of `generation` with a unique access token expiring at `expires_at`.
+fn doc_gen_at(prefix: &str, generation: u64, expires_at: SystemTime) -> TokenDocument {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
     TokenDocument {
@@ -98,7 +103,7 @@ fn doc_at(prefix: &str, expires_at: SystemTime) -> TokenDocument {
         access_token: SecretString::from(format!("{prefix}-{}-{n}", std::process::id())),
         token_type: "Bearer".into(),
         expires_at,
-        generation: 1,
+        generation,
     }
 }
 
@@ -141,6 +146,7 @@ async fn writes_the_json_document_to_kv_v2_and_skips_an_unchanged_token() {
     assert_eq!(data["account"], "acct");
     assert_eq!(data["provider"], "oauth2");
     assert_eq!(data["expires_at"], rfc3339(d.expires_at));
+    assert_eq!(data["generation"], 1);
     let expires_in = data["expires_in"].as_u64().expect("expires_in is a number");
     assert!((3590..=3600).contains(&expires_in), "{expires_in}");
 
@@ -328,81 +334,180 @@ async fn a_sealed_vault_is_transient_and_the_sink_catches_up_after_unsealing() {
     );
 }
 
+/// `secs` from now (negative: that long ago).
+fn at(secs: i64) -> SystemTime {
+    let offset = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        SystemTime::now() + offset
+    } else {
+        SystemTime::now() - offset
+    }
+}
+
+/// The stored `access_token` and `generation`.
+async fn stored_token(bao: &OpenBao, path: &str) -> (String, u64) {
+    let (_, data) = bao
+        .read_secret("secret", path)
+        .await
+        .expect("the secret exists");
+    (
+        data["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned(),
+        data["generation"].as_u64().expect("a generation field"),
+    )
+}
+
 #[tokio::test]
-async fn check_and_set_keeps_a_newer_secret_from_another_writer() {
-    // Proves: a write never replaces a secret whose stored token expires later (another instance, or an old one waking up), and the stored value stays untouched.
-    let bao = OpenBao::start("vault-cas").await;
-    let dir = TestDir::new("vault-cas-config");
-    let theirs = doc("at-theirs", 7200);
-    let mut stored = json!({
-        "access_token": token_of(&theirs),
-        "token_type": "Bearer",
-        "expires_at": rfc3339(theirs.expires_at),
-        "expires_in": 7200,
-        "account": "acct",
-        "provider": "oauth2",
-    });
+async fn a_lower_generation_never_replaces_a_live_higher_one() {
+    // Proves: the stored generation decides, not expires_at: generation 4 with a later expiry is kept out (KeptNewer, no new version), generation 6 with an earlier expiry is written, an expired generation 9 does not block generation 2 (a wiped state_dir restarts the counter), and a document without a generation (an older tokend) counts as 0.
+    let bao = OpenBao::start("vault-order").await;
+    let dir = TestDir::new("vault-order-config");
+    let s = sink(
+        &dir,
+        &table(&bao, "path = \"tokend/order\"\nauth = { token = \"root\" }"),
+    );
+    let path = "tokend/order";
+    // An older tokend's document: no generation, a token valid for hours.
     bao.ok(
         Method::POST,
-        "secret/data/tokend/cas",
-        Some(json!({ "data": stored })),
+        &format!("secret/data/{path}"),
+        Some(json!({ "data": {
+            "access_token": "from-an-older-tokend",
+            "token_type": "Bearer",
+            "expires_at": rfc3339(at(7200)),
+        }})),
     )
     .await;
 
-    let s = sink(
-        &dir,
-        &table(&bao, "path = \"tokend/cas\"\nauth = { token = \"root\" }"),
+    let five = doc_gen_at("at-5", 5, at(3600));
+    assert_eq!(s.write(&five).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(
+        s.write(&doc_gen_at("at-4", 4, at(7200))).await.unwrap(),
+        WriteOutcome::KeptNewer
     );
-    let older = doc("at-older", 3600);
-    assert_eq!(s.write(&older).await.unwrap(), WriteOutcome::KeptNewer);
-    let (version, data) = bao.read_secret("secret", "tokend/cas").await.unwrap();
-    assert_eq!(version, 1);
-    assert_eq!(data, stored, "the newer secret must be untouched");
+    assert_eq!(stored_token(&bao, path).await, (token_of(&five), 5));
+    let (version, _) = bao.read_secret("secret", path).await.unwrap();
+    assert_eq!(version, 2, "a kept-out write adds no version");
 
-    // A second instance (its own sink, same secret) with a later token does replace it…
-    let other = sink(
+    let six = doc_gen_at("at-6", 6, at(1800));
+    assert_eq!(s.write(&six).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(stored_token(&bao, path).await, (token_of(&six), 6));
+
+    let nine_expired = doc_gen_at("at-9", 9, at(-60));
+    assert_eq!(s.write(&nine_expired).await.unwrap(), WriteOutcome::Written);
+    let two = doc_gen_at("at-2", 2, at(3600));
+    assert_eq!(s.write(&two).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(stored_token(&bao, path).await, (token_of(&two), 2));
+}
+
+#[tokio::test]
+async fn another_writer_between_read_and_write_never_leaves_the_lower_generation_current() {
+    // Proves: the write is check-and-set on the version read. A proxy in front of OpenBao lets another writer store a document just before the sink's KV write, after the sink's read: a higher generation (7) that got in is kept (the CAS write is refused, the re-read keeps 7), a lower one (4) is replaced by ours (8) after the re-read.
+    let bao = OpenBao::start("vault-interpose").await;
+    let dir = TestDir::new("vault-interpose-config");
+    let path = "tokend/interpose";
+    let direct = sink(
         &dir,
-        &table(&bao, "path = \"tokend/cas\"\nauth = { token = \"root\" }"),
+        &table(
+            &bao,
+            &format!("path = \"{path}\"\nauth = {{ token = \"root\" }}"),
+        ),
     );
-    let newest = doc("at-newest", 10800);
-    assert_eq!(other.write(&newest).await.unwrap(), WriteOutcome::Written);
-    // …and the first instance, waking up with its older token, cannot roll it back.
-    assert_eq!(s.write(&older).await.unwrap(), WriteOutcome::KeptNewer);
-    let (version, data) = bao.read_secret("secret", "tokend/cas").await.unwrap();
-    assert_eq!(version, 2);
-    stored["access_token"] = json!(token_of(&newest));
-    assert_eq!(data["access_token"], stored["access_token"]);
+    assert_eq!(
+        direct
+            .write(&doc_gen_at("at-5", 5, at(3600)))
+            .await
+            .unwrap(),
+        WriteOutcome::Written
+    );
+
+    for (theirs, ours, expected) in [
+        (7, 6, WriteOutcome::KeptNewer),
+        (4, 8, WriteOutcome::Written),
+    ] {
+        let other = doc_gen_at("at-other", theirs, at(3600));
+        let data: serde_json::Value =
+            serde_json::from_str(&other.json(SystemTime::now())).expect("a json document");
+        let url = format!("{}/v1/secret/data/{path}", bao.addr());
+        let proxy = crate::support::interpose::Interpose::start(
+            bao.addr(),
+            |method, uri_path, _| {
+                *method != Method::GET && uri_path.starts_with("/v1/secret/data/")
+            },
+            move |n| {
+                let (url, data) = (url.clone(), data.clone());
+                async move {
+                    if n == 0 {
+                        let status = reqwest::Client::new()
+                            .post(url)
+                            .header("X-Vault-Token", "root")
+                            .json(&json!({ "data": data }))
+                            .send()
+                            .await
+                            .expect("the other writer's write")
+                            .status();
+                        assert!(status.is_success(), "the other writer's write: {status}");
+                    }
+                }
+            },
+        )
+        .await;
+        let proxied = sink(
+            &dir,
+            &format!(
+                "type = \"vault\"\naddress = \"{}\"\npath = \"{path}\"\nauth = {{ token = \"root\" }}\n",
+                proxy.url()
+            ),
+        );
+        let d = doc_gen_at("at-ours", ours, at(3600));
+
+        let outcome = proxied.write(&d).await.unwrap();
+
+        let what = format!("theirs {theirs}, ours {ours}");
+        assert!(
+            proxy.matched() >= 1,
+            "{what}: the other writer never got in"
+        );
+        assert_eq!(outcome, expected, "{what}");
+        let winner = if theirs > ours {
+            token_of(&other)
+        } else {
+            token_of(&d)
+        };
+        assert_eq!(
+            stored_token(&bao, path).await,
+            (winner, theirs.max(ours)),
+            "{what}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_end_with_the_token_that_expires_last() {
-    // Proves: two sinks racing on one secret (check-and-set conflicts, re-reads) leave the latest-expiring token stored, whichever writes last.
+async fn concurrent_writers_end_with_the_highest_generation() {
+    // Proves: two sinks racing on one secret (check-and-set conflicts, re-reads) leave the highest generation stored, whichever writes last, even though its token expires first.
     let bao = OpenBao::start("vault-race").await;
     let dir = TestDir::new("vault-race-config");
     let text = table(&bao, "path = \"tokend/race\"\nauth = { token = \"root\" }");
     let base = SystemTime::now() + Duration::from_secs(3600);
-    // Writer 0 goes up (base+0s, +2s … +18s), writer 1 comes down (+19s, +17s … +1s): the
-    // last write of either is never the latest token.
-    let expiries = |writer: u64| -> Vec<SystemTime> {
+    // Writer 0 goes up (generations 0, 2 … 18), writer 1 comes down (19, 17 … 1): the last
+    // write of either is never the highest generation. Expiries run the other way, so a rule
+    // that compared them would keep the wrong token.
+    let generations = |writer: u64| -> Vec<u64> {
         (0..10u64)
             .map(|i| match writer {
-                0 => base + Duration::from_secs(2 * i),
-                _ => base + Duration::from_secs(2 * (9 - i) + 1),
+                0 => 2 * i,
+                _ => 2 * (9 - i) + 1,
             })
             .collect()
     };
-    let latest = doc_at("at-race-1", base + Duration::from_secs(19));
+    let expires = |generation: u64| base + Duration::from_secs(100 - generation);
     let writer = |n: u64| {
         let s = sink(&dir, &text);
-        let docs: Vec<TokenDocument> = expiries(n)
+        let docs: Vec<TokenDocument> = generations(n)
             .into_iter()
-            .map(|at| {
-                if at == latest.expires_at {
-                    latest.clone()
-                } else {
-                    doc_at(&format!("at-race-{n}"), at)
-                }
-            })
+            .map(|g| doc_gen_at(&format!("at-race-{n}-{g}"), g, expires(g)))
             .collect();
         async move {
             for d in docs {
@@ -422,8 +527,8 @@ async fn concurrent_writers_end_with_the_token_that_expires_last() {
     a.expect("writer 0");
     b.expect("writer 1");
     let (_, data) = bao.read_secret("secret", "tokend/race").await.unwrap();
-    assert_eq!(data["expires_at"], rfc3339(latest.expires_at));
-    assert_eq!(data["access_token"], token_of(&latest));
+    assert_eq!(data["generation"], 19);
+    assert_eq!(data["expires_at"], rfc3339(expires(19)));
 }
 
 #[tokio::test]

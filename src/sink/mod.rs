@@ -6,6 +6,38 @@
 //!
 //! Building a sink ([`SinkConfig::build`]) is pure validation plus construction: no network,
 //! no spawning, so `tokend check` can run it.
+//!
+//! # Publishing in generation order
+//!
+//! A Vault secret or an AWS secret can be shared by several writers: the instances of an HA
+//! pair, or an old instance waking up from a suspend with a token it fetched long ago. Each
+//! token carries a generation ([`TokenDocument::generation`]: one more than the token it
+//! replaced, counted by the account, or with `[daemon.coordination]` by the shared record),
+//! and those sinks store it next to the token (the `json` document's `generation` field; for
+//! an AWS `raw` value, the version id, see `aws_secrets_manager`). Before writing, a sink
+//! reads what is stored and asks [`decide_publish`] (issue 14):
+//!
+//! - the stored token is ours: [`Publish::Unchanged`], nothing written (a restart, a reload
+//!   that only changed sinks, a retry);
+//! - the stored generation is higher than ours and the stored token has not expired:
+//!   [`Publish::KeptNewer`], never roll back;
+//! - otherwise [`Publish::Write`], with the store's own check-and-set (Vault `cas`, AWS
+//!   `RemoveFromVersionId`) on the version that was read, so a writer that got in between
+//!   makes the write fail, and the sink reads and decides again ([`MAX_CAS_ATTEMPTS`]).
+//!
+//! Why generations and not expiry times: `expires_at` comes from the clock of whichever host
+//! received the token, and two hosts' clocks differ; a token fetched later can even carry an
+//! earlier expiry (a shorter lifetime). A generation is a counter with one source.
+//!
+//! Why an expired stored token never blocks: without coordination the counter lives in the
+//! account's state file. A wiped `state_dir` (a new host, a lost volume) restarts it at 1,
+//! and the secret still holds generation 9 from before. If a higher generation always won,
+//! that sink would refuse every write until the counter climbed past 9, possibly for weeks.
+//! Since a stored token that has expired is useless to every reader, replacing it cannot roll
+//! anybody back; so the wedge lasts at most until the stored token expires. Deciding
+//! "expired" compares the stored expiry with this host's clock, but only to choose between a
+//! dead token and a live one, where a few seconds of skew do no harm. A stored value without
+//! a readable generation (written by an older tokend or by hand) counts as generation 0.
 
 pub mod aws_secrets_manager;
 pub mod file;
@@ -93,7 +125,8 @@ pub enum WriteOutcome {
     Written,
     /// The store already held this token: nothing written (saves a billed AWS version).
     Unchanged,
-    /// The store holds a token that expires later (another writer): left as it is.
+    /// The store holds an unexpired token of a higher generation (another writer): left
+    /// as it is ([`decide_publish`]).
     KeptNewer,
 }
 
@@ -198,7 +231,9 @@ impl TokenDocument {
             .as_secs()
     }
 
-    /// The `json` document: `{"access_token","token_type","expires_at","expires_in","account","provider"}`.
+    /// The `json` document: `{"access_token","token_type","expires_at","expires_in","account",
+    /// "provider","generation"}`. The Vault and AWS sinks read `generation` back to publish
+    /// in generation order ([`decide_publish`]).
     pub fn json(&self, now: SystemTime) -> String {
         serde_json::json!({
             "access_token": self.access_token.expose_secret(),
@@ -207,8 +242,88 @@ impl TokenDocument {
             "expires_in": self.expires_in(now),
             "account": self.account,
             "provider": self.provider,
+            "generation": self.generation,
         })
         .to_string()
+    }
+}
+
+/// How many times a Vault or AWS write reads, decides and tries again when another writer
+/// changed the secret between its read and its write. Each conflict means another writer
+/// succeeded, so running out takes a storm of writers; the write then fails as transient and
+/// the sink's backoff tries again later.
+pub const MAX_CAS_ATTEMPTS: usize = 5;
+
+/// What a Vault or AWS sink found stored, reduced to what [`decide_publish`] needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The stored token's generation; 0 when none could be read (an older tokend, a value
+    /// written by hand).
+    pub generation: u64,
+    /// Whether the store holds the very token being published.
+    pub same_token: bool,
+    /// Whether the stored token's own expiry is still ahead at the time of the read; false
+    /// when the store carries no readable expiry.
+    pub unexpired: bool,
+}
+
+impl StoredToken {
+    /// A stored token whose expiry (if known) is compared with `now`.
+    pub fn new(
+        generation: u64,
+        same_token: bool,
+        expires_at: Option<SystemTime>,
+        now: SystemTime,
+    ) -> StoredToken {
+        StoredToken {
+            generation,
+            same_token,
+            unexpired: expires_at.is_some_and(|at| at > now),
+        }
+    }
+
+    /// Reads a stored `json` document (Vault's KV data, an AWS `json` value): its
+    /// `access_token` compared with `token`, its `generation` (0 when absent or not an
+    /// unsigned integer) and its `expires_at` (absent or unparseable: expired).
+    pub fn from_document(
+        fields: &serde_json::Map<String, serde_json::Value>,
+        token: &str,
+        now: SystemTime,
+    ) -> StoredToken {
+        let text = |key: &str| fields.get(key).and_then(serde_json::Value::as_str);
+        StoredToken::new(
+            fields
+                .get("generation")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            text("access_token") == Some(token),
+            text("expires_at").and_then(parse_rfc3339),
+            now,
+        )
+    }
+}
+
+/// What a Vault or AWS sink does with a token after reading the store ([`decide_publish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// Store our token, with check-and-set on the version that was read.
+    Write,
+    /// The store holds our token already.
+    Unchanged,
+    /// The store holds an unexpired token of a higher generation: keep it.
+    KeptNewer,
+}
+
+/// The one publish-order rule of the Vault and AWS sinks (module doc, "Publishing in
+/// generation order"): `stored` is what the store holds (`None`: nothing), `ours` the
+/// generation of the token being published. Pure.
+pub fn decide_publish(stored: Option<&StoredToken>, ours: u64) -> Publish {
+    match stored {
+        None => Publish::Write,
+        Some(s) if s.same_token => Publish::Unchanged,
+        // An expired stored token never blocks: a wiped state_dir restarts the counter.
+        Some(s) if s.generation > ours && s.unexpired => Publish::KeptNewer,
+        Some(_) => Publish::Write,
     }
 }
 
@@ -217,7 +332,7 @@ impl TokenDocument {
 pub use crate::bounds::rfc3339;
 
 /// Parses the `expires_at` of a stored `json` document (used by the Vault and AWS sinks to
-/// refuse to roll a newer token back).
+/// tell whether a stored token of a higher generation is still alive).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
@@ -241,8 +356,118 @@ mod tests {
         assert_eq!(v["access_token"], "tok-123");
         assert_eq!(v["expires_in"], 360);
         assert_eq!(v["expires_at"], "2027-01-15T08:06:00Z");
+        assert_eq!(v["generation"], 1);
         assert_eq!(parse_rfc3339("2027-01-15T08:06:00Z"), Some(doc.expires_at));
         assert!(!format!("{doc:?}").contains("tok-123"));
+    }
+
+    #[test]
+    fn publish_order_never_rolls_back_to_a_lower_generation() {
+        use Publish::*;
+        // (what, stored generation, same token, stored unexpired, ours, expected)
+        let cases: &[(&str, u64, bool, bool, u64, Publish)] = &[
+            ("our token is stored", 5, true, true, 5, Unchanged),
+            ("our token, stored as expired", 5, true, false, 5, Unchanged),
+            // A provider that hands out the same token again: it is stored already.
+            (
+                "our token under an older generation",
+                4,
+                true,
+                true,
+                5,
+                Unchanged,
+            ),
+            (
+                "our token under a newer generation",
+                6,
+                true,
+                true,
+                5,
+                Unchanged,
+            ),
+            ("a lower generation", 4, false, true, 5, Write),
+            ("a lower generation, expired", 4, false, false, 5, Write),
+            (
+                "the same generation, another token",
+                5,
+                false,
+                true,
+                5,
+                Write,
+            ),
+            ("a higher generation, alive", 6, false, true, 5, KeptNewer),
+            (
+                "a far higher generation, alive",
+                u64::MAX,
+                false,
+                true,
+                0,
+                KeptNewer,
+            ),
+            // A wiped state_dir restarted our counter: a dead token never blocks.
+            ("a higher generation, expired", 9, false, false, 2, Write),
+            // An older tokend or a hand-written value: generation 0.
+            ("no generation, alive", 0, false, true, 1, Write),
+            ("no generation against our first", 0, false, true, 0, Write),
+        ];
+        for &(what, generation, same_token, unexpired, ours, expected) in cases {
+            let stored = StoredToken {
+                generation,
+                same_token,
+                unexpired,
+            };
+            assert_eq!(decide_publish(Some(&stored), ours), expected, "{what}");
+        }
+        assert_eq!(decide_publish(None, 7), Write, "nothing stored");
+    }
+
+    #[test]
+    fn stored_documents_are_read_with_missing_fields_as_generation_zero_and_expired() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let read = |v: serde_json::Value| {
+            let serde_json::Value::Object(map) = v else {
+                panic!("an object")
+            };
+            StoredToken::from_document(&map, "tok", now)
+        };
+        let later = rfc3339(now + Duration::from_secs(60));
+        let earlier = rfc3339(now - Duration::from_secs(60));
+        let full = serde_json::json!({"access_token": "tok", "generation": 9, "expires_at": later});
+        assert_eq!(
+            read(full),
+            StoredToken {
+                generation: 9,
+                same_token: true,
+                unexpired: true
+            }
+        );
+        let cases = [
+            (
+                serde_json::json!({"access_token": "x", "expires_at": later}),
+                (0, false, true),
+            ),
+            (
+                serde_json::json!({"generation": -1, "expires_at": earlier}),
+                (0, false, false),
+            ),
+            (
+                serde_json::json!({"generation": "9", "expires_at": "soon"}),
+                (0, false, false),
+            ),
+            (serde_json::json!({"generation": 3}), (3, false, false)),
+        ];
+        for (doc, (generation, same_token, unexpired)) in cases {
+            let text = doc.to_string();
+            assert_eq!(
+                read(doc),
+                StoredToken {
+                    generation,
+                    same_token,
+                    unexpired
+                },
+                "{text}"
+            );
+        }
     }
 
     /// Issue 11: a far-future expiry (a JWT `exp` in milliseconds) once panicked here.

@@ -3,17 +3,18 @@
 //! [`crate::sink::SinkConfig::build`] (validation only, no network); the account task calls
 //! [`VaultSink::write`] after every new token.
 //!
-//! # No lost updates
+//! # No lost updates, no rollback
 //!
 //! Several writers may share a secret: two tokend instances, or an old one waking up from a
-//! suspend. Every write therefore reads the secret first and decides with
-//! `write::decide`: a stored `expires_at` later than ours is kept
-//! ([`WriteOutcome::KeptNewer`]), our own token already stored is left alone
-//! ([`WriteOutcome::Unchanged`]), anything else is replaced with KV v2 check-and-set on the
-//! version just read (0 when absent: create only). If another writer got in between, Vault
-//! refuses with 400; the sink reads again and decides again, a few times
-//! ([`write`]). A 400 on a version that did not move is not a conflict and is reported as
-//! a permanent error.
+//! suspend. Every write therefore reads the secret first and decides with the sinks' one
+//! publish-order rule, [`super::decide_publish`] (see [`super`], "Publishing in generation
+//! order"): the stored document's `generation` field against ours. A stored unexpired token
+//! of a higher generation is kept ([`WriteOutcome::KeptNewer`]), our own token already
+//! stored is left alone ([`WriteOutcome::Unchanged`]), anything else is replaced with KV v2
+//! check-and-set on the version just read (0 when absent: create only). If another writer
+//! got in between, Vault refuses with 400; the sink reads again and decides again, at most
+//! [`super::MAX_CAS_ATTEMPTS`] times ([`write`]). A 400 on a version that did not move is
+//! not a conflict and is reported as a permanent error.
 //!
 //! # Talking to Vault: vaultrs
 //!
@@ -119,7 +120,8 @@ impl VaultSink {
         )
     }
 
-    /// Publishes `doc` unless the secret holds a newer token (see the module doc).
+    /// Publishes `doc` unless the secret holds it already or an unexpired token of a higher
+    /// generation (see the module doc).
     pub async fn write(&self, doc: &TokenDocument) -> Result<WriteOutcome, SinkError> {
         let data: Value = serde_json::from_str(&doc.json(SystemTime::now()))
             .expect("TokenDocument::json always produces a json object");
@@ -132,7 +134,7 @@ impl VaultSink {
                         WriteOutcome::KeptNewer => tracing::info!(
                             account = %self.account,
                             sink = %self.label(),
-                            "the vault secret holds a token that expires later; kept it"
+                            "the vault secret holds a token of a higher generation; kept it"
                         ),
                         _ => tracing::debug!(
                             account = %self.account,

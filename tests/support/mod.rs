@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod interpose;
 pub mod moto;
 pub mod oauth_server;
 pub mod openbao;

@@ -16,34 +16,46 @@
 //!
 //! # One write
 //!
-//! 1. `GetSecretValue` (AWSCURRENT). A missing secret or value is "nothing stored".
-//! 2. `decide`: skip with [`WriteOutcome::Unchanged`] when AWSCURRENT already holds this
-//!    token (its version id is this token's request token, or its value carries the token);
-//!    skip with [`WriteOutcome::KeptNewer`] when AWSCURRENT holds a `json` document whose
-//!    `expires_at` is later than ours (another writer has a fresher token: never roll back).
-//!    With `format = "raw"` nothing but the token is stored, so there is no expiry to compare
-//!    and only the unchanged check applies: a raw sink always publishes its own new token.
-//! 3. `PutSecretValue` with a `ClientRequestToken` derived from the account, the format and
-//!    the token ([`client_request_token`]).
-//! 4. On `ResourceNotFoundException`: with `create = true`, `CreateSecret` (with `kms_key_id`,
-//!    `description`, `tags`; these apply only at creation and are never changed afterwards);
-//!    if that races into `ResourceExistsException`, put once more. With `create = false`,
-//!    a permanent error that names the secret and the `create = true` option.
-//! 5. When the put did not leave our version as AWSCURRENT (our version already existed, see
-//!    below), `UpdateSecretVersionStage` moves AWSCURRENT to it.
+//! 1. `GetSecretValue` (AWSCURRENT): its version id and value. A missing secret or value is
+//!    "nothing stored".
+//! 2. Decide with the sinks' one publish-order rule, [`crate::sink::decide_publish`] (see
+//!    [`super`], "Publishing in generation order"): skip with [`WriteOutcome::Unchanged`]
+//!    when AWSCURRENT holds this token; skip with [`WriteOutcome::KeptNewer`] when it holds
+//!    an unexpired token of a higher generation; otherwise write. The stored generation and
+//!    expiry come from the `json` document's `generation` and `expires_at` fields, and for
+//!    `format = "raw"` (nothing but the token is stored) from the version id ("Version
+//!    ids"). A value with neither is generation 0.
+//! 3. `PutSecretValue` with our `ClientRequestToken` and `VersionStages = ["tokend-pending"]`:
+//!    the new version exists but AWSCURRENT has not moved. (Not `AWSPENDING`, which belongs
+//!    to Secrets Manager rotation.)
+//! 4. `UpdateSecretVersionStage` moves AWSCURRENT to the new version with
+//!    `RemoveFromVersionId` = the version read in step 1. If another writer moved AWSCURRENT
+//!    in between, AWS refuses (`InvalidParameterException`; moto enforces this too), and the
+//!    sink goes back to step 1 and decides again, at most [`crate::sink::MAX_CAS_ATTEMPTS`]
+//!    times; a refusal while AWSCURRENT did not move is a permanent error. A write that loses
+//!    leaves its version behind as `tokend-pending` only, which no default reader sees, and
+//!    the next staged version takes the label over.
+//! 5. On `ResourceNotFoundException` in step 3: with `create = true`, `CreateSecret` (with
+//!    `kms_key_id`, `description`, `tags`; these apply only at creation and are never changed
+//!    afterwards), which makes our version AWSCURRENT; if that races into
+//!    `ResourceExistsException`, back to step 1. With `create = false`, a permanent error that
+//!    names the secret and the `create = true` option.
 //!
-//! # Idempotency
+//! # Version ids
 //!
-//! Secrets Manager uses the `ClientRequestToken` as the new version's id, and a repeated
-//! request token with the same value returns the existing version instead of adding one.
-//! Deriving it from (account, format, token) makes every retry of one token's write, by the
-//! SDK after a lost response or by the sink's backoff, land on the same version: a token is
-//! stored at most once per secret. The token is a SHA-256 hash, shaped as a UUID (version 8,
-//! RFC 9562); the version id is visible to principals that may only describe the secret, and
-//! a truncated hash of a high-entropy access token tells them nothing usable. The `json`
-//! value's `expires_in` depends on the write time, so a later retry of the same token can
-//! carry a different value; Secrets Manager then answers `ResourceExistsException`, which
-//! means "this token's version exists", and step 5 makes it current instead of failing.
+//! Secrets Manager uses the `ClientRequestToken` as the new version's id. [`client_request_token`]
+//! makes it `g<generation>-e<expiry>-<hash>` (20 and 12 digits, 24 hex; 61 characters), the
+//! hash over the account, the format and the token. It is how a `raw` value carries its
+//! generation and expiry ([`parse_version_id`] reads them back), and it makes writes
+//! idempotent: a repeated request token with the same value returns the existing version
+//! instead of adding one, so every retry of one token's write, by the SDK after a lost
+//! response or by the sink's backoff, lands on the same version; a token is stored at most
+//! once per secret. The version id is visible to principals that may only describe the
+//! secret: a generation and an expiry are no secrets, and a truncated hash of a high-entropy
+//! access token tells them nothing usable. The `json` value's `expires_in` depends on the
+//! write time, so a later retry of the same token can carry a different value; Secrets
+//! Manager then answers `ResourceExistsException`, which means "this token's version
+//! exists", and step 4 moves AWSCURRENT to it instead of failing.
 //!
 //! # Why unchanged writes are skipped
 //!
@@ -51,8 +63,8 @@
 //! 100 most recent versions but also every version created in the last 24 hours, so its
 //! `PutSecretValue` reference asks for no more than one write per secret every 10 minutes
 //! (144 a day); faster writers run into the versions quota. A restart that reuses a
-//! still-fresh token, a reload that only changed sinks and SIGUSR1 all write the same token
-//! again; the read in step 1 (one call, no new version) turns those into no-ops. Tokens that
+//! still-fresh token and a reload that only changed sinks write the same token again; the
+//! read in step 1 (one call, no new version) turns those into no-ops. Tokens that
 //! live less than about 10 minutes still cause one version per refresh: the sink logs a
 //! warning (once) when the version it replaces is younger than that, and
 //! `LimitExceededException` is transient because the quota frees up as versions age out.
@@ -97,6 +109,8 @@ use crate::config::error::Validator;
 
 /// The staging label of the value readers get by default.
 const AWSCURRENT: &str = "AWSCURRENT";
+/// The staging label of a version put but not yet made current (module doc, "One write").
+const PENDING: &str = "tokend-pending";
 /// Per-request timeout when `timeout` is not set.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `timeout` accepted: beyond it a hung request would stall the account's sinks.
@@ -443,7 +457,7 @@ mod decide;
 mod errors;
 mod write;
 
-pub use decide::client_request_token;
+pub use decide::{client_request_token, parse_version_id};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! Unit tests of the sink: config validation, request tokens, `decide` and the error
+//! Unit tests of the sink: config validation, version ids, what AWSCURRENT holds and the error
 //! table (the writes themselves are tested against moto, in tests/aws.rs).
 
 use std::sync::Arc;
@@ -6,12 +6,12 @@ use std::time::SystemTime;
 
 use secrecy::SecretString;
 
-use super::decide::{Decision, Stored, decide};
+use super::decide::{Current, stored_token};
 use super::errors::{Class, Failure, classify};
 use super::write::session_name;
 use super::*;
 use crate::config::error::Source;
-use crate::sink::{SinkConfig, WriteOutcome};
+use crate::sink::{SinkConfig, StoredToken};
 
 /// Parses a sink table (without `type`) and builds it, returning every problem.
 fn build(body: &str) -> Result<AwsSecretsManagerSink, Vec<String>> {
@@ -156,128 +156,146 @@ fn secret_ids_endpoints_and_role_arns_are_checked() {
 }
 
 #[test]
-fn request_tokens_are_stable_uuids_per_account_format_and_token() {
-    let t = client_request_token("acct", Format::Json, "tok-1");
-    assert_eq!(t, client_request_token("acct", Format::Json, "tok-1"));
+fn request_tokens_state_generation_and_expiry_and_are_stable_per_token() {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let t = client_request_token("acct", Format::Json, "tok-1", 5, at);
+    assert_eq!(
+        t,
+        client_request_token("acct", Format::Json, "tok-1", 5, at)
+    );
     // Pinned (checked with Python hashlib): a change would make every deployed sink write
     // each token once more.
-    assert_eq!(t, "7e0d0cc9-73d8-8698-8c1f-3b72971dd8bd");
-    assert_eq!(t.len(), 36);
-    let groups: Vec<usize> = t.split('-').map(str::len).collect();
-    assert_eq!(groups, [8, 4, 4, 4, 12]);
-    assert_eq!(&t[14..15], "8", "version 8");
-    assert!("89ab".contains(&t[19..20]), "variant 10");
+    assert_eq!(
+        t,
+        "g00000000000000000005-e001800000000-2190dc2c03006b9cf600bed5"
+    );
+    assert!(
+        (32..=64).contains(&t.len()),
+        "AWS wants 32 to 64: {}",
+        t.len()
+    );
     assert!(!t.contains("tok-1"));
+    assert_eq!(parse_version_id(&t), Some((5, at)));
     for other in [
-        client_request_token("acct2", Format::Json, "tok-1"),
-        client_request_token("acct", Format::Raw, "tok-1"),
-        client_request_token("acct", Format::Json, "tok-2"),
+        client_request_token("acct2", Format::Json, "tok-1", 5, at),
+        client_request_token("acct", Format::Raw, "tok-1", 5, at),
+        client_request_token("acct", Format::Json, "tok-2", 5, at),
+        client_request_token("acct", Format::Json, "tok-1", 6, at),
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
-        client_request_token("acc", Format::Json, "ttok-1"),
+        client_request_token("acc", Format::Json, "ttok-1", 5, at),
     ] {
         assert_ne!(t, other);
     }
+    // The largest values still fit.
+    let max = client_request_token(
+        "a",
+        Format::Raw,
+        "t",
+        u64::MAX,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 2),
+    );
+    assert!(max.len() <= 64, "{max}");
+    assert_eq!(
+        parse_version_id(&max),
+        Some((u64::MAX, crate::bounds::max_time()))
+    );
+    // Anything else reads as no generation.
+    for id in [
+        "7e0d0cc9-73d8-8698-8c1f-3b72971dd8bd",
+        "",
+        "g5-e1-abc",
+        "g0000000000000000000x-e001800000000-2190dc2c03006b9cf600bed5",
+        "g00000000000000000005-e001800000000-5D8BB8AA1A31C8B24EBEF6B1",
+        "g00000000000000000005-e001800000000-5d8bb8aa1a31c8b24ebef6b1ff",
+        "g99999999999999999999-e001800000000-2190dc2c03006b9cf600bed5",
+    ] {
+        assert_eq!(parse_version_id(id), None, "{id:?}");
+    }
 }
 
-fn stored(version: &str, value: &str) -> Stored {
-    Stored {
+fn current(version: &str, value: Option<&str>) -> Current {
+    Current {
         version_id: Some(version.into()),
-        value: Some(SecretString::from(value.to_owned())),
+        value: value.map(|v| SecretString::from(v.to_owned())),
         created: None,
     }
 }
 
 #[test]
-fn decide_skips_unchanged_keeps_newer_and_writes_otherwise() {
-    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
-    let json = |token: &str, exp: u64| {
-        serde_json::json!({"access_token": token, "expires_at": super::super::rfc3339(at(exp))})
-            .to_string()
+fn stored_generation_comes_from_the_document_or_the_version_id() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let later = now + Duration::from_secs(60);
+    let earlier = now - Duration::from_secs(60);
+    let id = |generation, at| client_request_token("acct", Format::Raw, "x", generation, at);
+    let json = |token: &str, generation: u64, at| {
+        serde_json::json!({
+            "access_token": token,
+            "generation": generation,
+            "expires_at": crate::sink::rfc3339(at),
+        })
+        .to_string()
     };
-    let ours = "req-ours";
-    use Decision::*;
-    use WriteOutcome::*;
-    let cases: Vec<(&str, Option<Stored>, Format, Decision)> = vec![
-        ("nothing stored", None, Format::Json, Write),
+    let view = |generation, same_token, unexpired| StoredToken {
+        generation,
+        same_token,
+        unexpired,
+    };
+    let cases: Vec<(&str, Current, Format, StoredToken)> = vec![
         (
-            "our version is current",
-            Some(stored(ours, "whatever")),
+            "json: the document's fields, not the version id",
+            current(&id(3, earlier), Some(&json("T", 9, later))),
             Format::Json,
-            Skip(Unchanged),
+            view(9, true, true),
         ),
         (
-            "same token, other writer",
-            Some(stored("v", &json("T", 100))),
+            "json: an older tokend's document",
+            current(
+                &id(3, later),
+                Some(r#"{"access_token":"X","expires_at":"2027-01-15T08:06:00Z"}"#),
+            ),
             Format::Json,
-            Skip(Unchanged),
+            view(0, false, true),
         ),
         (
-            "stored expires later",
-            Some(stored("v", &json("OLD", 200))),
+            "json: not a document, a tokend version id",
+            current(&id(4, later), Some("T")),
             Format::Json,
-            Skip(KeptNewer),
+            view(4, false, true),
         ),
         (
-            "stored expires earlier",
-            Some(stored("v", &json("OLD", 50))),
+            "json: a binary secret",
+            current("7e0d0cc9-73d8-8698-8c1f-3b72971dd8bd", None),
             Format::Json,
-            Write,
+            view(0, false, false),
         ),
         (
-            "same expiry, other token",
-            Some(stored("v", &json("OLD", 100))),
-            Format::Json,
-            Write,
-        ),
-        (
-            "stored is not json",
-            Some(stored("v", "T")),
-            Format::Json,
-            Write,
-        ),
-        (
-            "json without expires_at",
-            Some(stored("v", r#"{"access_token":"X"}"#)),
-            Format::Json,
-            Write,
-        ),
-        (
-            "raw: same token",
-            Some(stored("v", "T")),
+            "raw: the version id's generation and expiry",
+            current(&id(7, later), Some("T")),
             Format::Raw,
-            Skip(Unchanged),
+            view(7, true, true),
         ),
-        // Raw values carry no expiry: a newer-looking json document is not consulted.
         (
-            "raw: other token",
-            Some(stored("v", &json("OLD", 200))),
+            "raw: an expired version",
+            current(&id(7, earlier), Some("OTHER")),
             Format::Raw,
-            Write,
+            view(7, false, false),
         ),
         (
-            "binary secret",
-            Some(Stored {
-                version_id: Some("v".into()),
-                value: None,
-                created: None,
-            }),
-            Format::Json,
-            Write,
+            "raw: a version id from the console",
+            current("7e0d0cc9-73d8-8698-8c1f-3b72971dd8bd", Some("OTHER")),
+            Format::Raw,
+            view(0, false, false),
+        ),
+        (
+            "raw: a json value is not our token",
+            current(&id(2, later), Some(&json("T", 9, later))),
+            Format::Raw,
+            view(2, false, true),
         ),
     ];
-    for (what, stored, format, expected) in cases {
-        let got = decide(stored.as_ref(), format, ours, "T", at(100));
-        assert_eq!(got, expected, "{what}");
+    for (what, current, format, expected) in cases {
+        assert_eq!(stored_token(&current, format, "T", now), expected, "{what}");
     }
-    // Sub-second precision of our expiry does not beat an equal stored second.
-    let got = decide(
-        Some(&stored("v", &json("OLD", 100))),
-        Format::Json,
-        ours,
-        "T",
-        at(100) + Duration::from_millis(400),
-    );
-    assert_eq!(got, Write);
 }
 
 #[test]

@@ -14,14 +14,16 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::timeout::TimeoutConfig;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::decide::{Decision, Stored, client_request_token, decide};
+use super::decide::{Current, client_request_token, stored_token};
 use super::errors::{Class, Failure, chain, classify, code_of, failure_of};
 use super::{
     ADVISED_WRITE_INTERVAL, AWSCURRENT, AwsSecretsManagerSink, AwsSecretsManagerSinkConfig,
-    CreateOptions, Format,
+    CreateOptions, Format, PENDING,
 };
 use crate::config::error::{Problem, Source, Validator};
-use crate::sink::{SinkContext, SinkError, TokenDocument, WriteOutcome};
+use crate::sink::{
+    MAX_CAS_ATTEMPTS, Publish, SinkContext, SinkError, TokenDocument, WriteOutcome, decide_publish,
+};
 
 impl AwsSecretsManagerSink {
     /// Validates `config` like [`AwsSecretsManagerSinkConfig::build`] and uses `sdk_config`
@@ -59,8 +61,9 @@ impl AwsSecretsManagerSink {
         format!("aws:{}", self.secret_id)
     }
 
-    /// Publishes the token unless AWSCURRENT already holds it or a token that expires later
-    /// (module doc, "One write"). Safe to retry: a token is stored at most once.
+    /// Publishes the token unless AWSCURRENT already holds it or an unexpired token of a
+    /// higher generation (module doc, "One write"). Safe to retry: a token is stored at
+    /// most once.
     pub async fn write(&self, doc: &TokenDocument) -> Result<WriteOutcome, SinkError> {
         let result = self.try_write(doc).await.map_err(|e| self.scrub(e, doc));
         let (account, sink) = (self.account.as_str(), self.label());
@@ -83,7 +86,7 @@ impl AwsSecretsManagerSink {
                 tracing::info!(
                     account,
                     sink,
-                    "the current version holds a later-expiring token: kept"
+                    "the current version holds a token of a higher generation: kept"
                 );
             }
             // The caller logs failures with its retry plan; this line adds the sink's view.
@@ -95,44 +98,101 @@ impl AwsSecretsManagerSink {
         result
     }
 
+    /// Read, decide, stage, move AWSCURRENT with check-and-set; again when another writer
+    /// moved AWSCURRENT in between (module doc, "One write").
     async fn try_write(&self, doc: &TokenDocument) -> Result<WriteOutcome, SinkError> {
         let client = self.client().await?;
         let token = doc.access_token.expose_secret();
-        let request_token = client_request_token(&self.account, self.format, token);
-        let stored = self.stored(client).await?;
-        if let Decision::Skip(outcome) = decide(
-            stored.as_ref(),
+        let request_token = client_request_token(
+            &self.account,
             self.format,
-            &request_token,
             token,
+            doc.generation,
             doc.expires_at,
-        ) {
-            return Ok(outcome);
-        }
-        self.warn_if_too_frequent(stored.as_ref());
-        let value = match self.format {
-            Format::Json => SecretString::from(doc.json(SystemTime::now())),
-            Format::Raw => SecretString::from(token.to_owned()),
-        };
-        let current_version = stored.and_then(|s| s.version_id);
-
-        match self.put(client, &value, &request_token).await {
-            Ok(true) => return Ok(WriteOutcome::Written),
-            Ok(false) => {
-                return self
-                    .make_current(client, &request_token, current_version)
-                    .await;
+        );
+        // The version a move of AWSCURRENT was refused off, and AWS's words: finding
+        // AWSCURRENT still there on the next read means the refusal was no conflict.
+        let mut refused: Option<(Option<String>, String)> = None;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let current = self.current(client).await?;
+            let stored = current
+                .as_ref()
+                .map(|c| stored_token(c, self.format, token, SystemTime::now()));
+            match decide_publish(stored.as_ref(), doc.generation) {
+                Publish::Unchanged => return Ok(WriteOutcome::Unchanged),
+                Publish::KeptNewer => return Ok(WriteOutcome::KeptNewer),
+                Publish::Write => {}
             }
-            Err(e) if code_of(&e) == Some("ResourceExistsException") => {
-                return self
-                    .make_current(client, &request_token, current_version)
-                    .await;
+            let read_version = current.as_ref().and_then(|c| c.version_id.clone());
+            if let Some((version, detail)) = &refused
+                && *version == read_version
+            {
+                return Err(SinkError::Permanent(format!(
+                    "{}: UpdateSecretVersionStage: AWS refused to move {AWSCURRENT} although \
+                     it had not moved: {detail}",
+                    self.label()
+                )));
             }
-            Err(e) if code_of(&e) == Some("ResourceNotFoundException") => {}
-            Err(e) => return Err(self.error("PutSecretValue", &e)),
-        }
+            self.warn_if_too_frequent(current.as_ref());
+            let value = match self.format {
+                Format::Json => SecretString::from(doc.json(SystemTime::now())),
+                Format::Raw => SecretString::from(token.to_owned()),
+            };
 
-        // The secret does not exist (step 4).
+            match self.stage(client, &value, &request_token).await {
+                // The secret had no version at all: AWS made ours current.
+                Ok(true) => return Ok(WriteOutcome::Written),
+                Ok(false) => {}
+                // Our version exists already with another value (a `json` retry whose
+                // `expires_in` moved on): the same token, generation and expiry, so stage it.
+                Err(e) if code_of(&e) == Some("ResourceExistsException") => {}
+                Err(e) if code_of(&e) == Some("ResourceNotFoundException") => {
+                    match self.create_missing(client, &value, &request_token).await? {
+                        true => return Ok(WriteOutcome::Written),
+                        // Created meanwhile by another writer: read and decide again.
+                        false => continue,
+                    }
+                }
+                Err(e) => return Err(self.error("PutSecretValue", &e)),
+            }
+
+            match self
+                .move_current(client, &request_token, read_version.clone())
+                .await
+            {
+                Ok(()) => return Ok(WriteOutcome::Written),
+                Err(e)
+                    if matches!(
+                        code_of(&e),
+                        Some("InvalidParameterException" | "InvalidRequestException")
+                    ) =>
+                {
+                    tracing::debug!(
+                        account = %self.account,
+                        sink = %self.label(),
+                        "AWSCURRENT was not on the version read: reading again"
+                    );
+                    let detail = e.message().unwrap_or("no message").to_owned();
+                    refused = Some((read_version, detail));
+                }
+                Err(e) => return Err(self.error("UpdateSecretVersionStage", &e)),
+            }
+        }
+        Err(SinkError::Transient(format!(
+            "{}: gave up after {MAX_CAS_ATTEMPTS} check-and-set conflicts with other writers",
+            self.label()
+        )))
+    }
+
+    /// `CreateSecret` for a secret that does not exist (module doc, "One write" step 5):
+    /// `Ok(true)` when created (our version is AWSCURRENT), `Ok(false)` when another writer
+    /// created it meanwhile.
+    async fn create_missing(
+        &self,
+        client: &Client,
+        value: &SecretString,
+        request_token: &str,
+    ) -> Result<bool, SinkError> {
         let Some(create) = &self.create else {
             return Err(SinkError::Permanent(format!(
                 "{}: secret {:?} does not exist: create it, or set create = true in this sink",
@@ -141,25 +201,15 @@ impl AwsSecretsManagerSink {
             )));
         };
         match self
-            .create_secret(client, create, &value, &request_token)
+            .create_secret(client, create, value, request_token)
             .await
         {
             Ok(()) => {
                 let (account, sink) = (self.account.as_str(), self.label());
                 tracing::info!(account, sink, "created the secret");
-                Ok(WriteOutcome::Written)
+                Ok(true)
             }
-            // Created meanwhile by another writer (or our version exists): put once more.
-            Err(e) if code_of(&e) == Some("ResourceExistsException") => {
-                match self.put(client, &value, &request_token).await {
-                    Ok(true) => Ok(WriteOutcome::Written),
-                    Ok(false) => self.make_current_now(client, &request_token).await,
-                    Err(e) if code_of(&e) == Some("ResourceExistsException") => {
-                        self.make_current_now(client, &request_token).await
-                    }
-                    Err(e) => Err(self.error("PutSecretValue", &e)),
-                }
-            }
+            Err(e) if code_of(&e) == Some("ResourceExistsException") => Ok(false),
             Err(e) => Err(self.error("CreateSecret", &e)),
         }
     }
@@ -225,7 +275,7 @@ impl AwsSecretsManagerSink {
     }
 
     /// AWSCURRENT, or `None` when the secret or its current value does not exist.
-    async fn stored(&self, client: &Client) -> Result<Option<Stored>, SinkError> {
+    async fn current(&self, client: &Client) -> Result<Option<Current>, SinkError> {
         match client
             .get_secret_value()
             .secret_id(&self.secret_id)
@@ -233,7 +283,7 @@ impl AwsSecretsManagerSink {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(Stored {
+            Ok(out) => Ok(Some(Current {
                 version_id: out.version_id().map(str::to_owned),
                 value: out
                     .secret_string()
@@ -247,10 +297,10 @@ impl AwsSecretsManagerSink {
         }
     }
 
-    /// `PutSecretValue`; `Ok(true)` when the resulting version is AWSCURRENT. `Ok(false)`
-    /// means the request token matched an existing version with the same value, which AWS
-    /// returns as it is, current or not.
-    async fn put(
+    /// `PutSecretValue` staging our version with [`PENDING`] only, so AWSCURRENT stays
+    /// where it is until [`Self::move_current`] moves it with check-and-set. `Ok(true)` when
+    /// AWS made the version AWSCURRENT anyway (the secret had no version yet).
+    async fn stage(
         &self,
         client: &Client,
         value: &SecretString,
@@ -264,10 +314,10 @@ impl AwsSecretsManagerSink {
             .secret_id(&self.secret_id)
             .secret_string(value.expose_secret())
             .client_request_token(request_token)
+            .version_stages(PENDING)
             .send()
             .await?;
-        let stages = out.version_stages();
-        Ok(stages.is_empty() || stages.iter().any(|s| s == AWSCURRENT))
+        Ok(out.version_stages().iter().any(|s| s == AWSCURRENT))
     }
 
     async fn create_secret(
@@ -296,46 +346,34 @@ impl AwsSecretsManagerSink {
         request.send().await.map(|_| ())
     }
 
-    /// Moves AWSCURRENT to our (already existing) version, off `current_version`.
-    async fn make_current(
+    /// Moves AWSCURRENT to our staged version, off `read_version` (the version it was on
+    /// when we read it). AWS refuses when AWSCURRENT is no longer there: that is the
+    /// check-and-set.
+    async fn move_current(
         &self,
         client: &Client,
         request_token: &str,
-        current_version: Option<String>,
-    ) -> Result<WriteOutcome, SinkError> {
-        if current_version.as_deref() == Some(request_token) {
-            return Ok(WriteOutcome::Unchanged);
-        }
-        tracing::debug!(
-            account = %self.account,
-            sink = %self.label(),
-            "this token's version exists but is not current: restaging it"
-        );
+        read_version: Option<String>,
+    ) -> Result<
+        (),
+        SdkError<
+            aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageError,
+        >,
+    >{
         client
             .update_secret_version_stage()
             .secret_id(&self.secret_id)
             .version_stage(AWSCURRENT)
             .move_to_version_id(request_token)
-            .set_remove_from_version_id(current_version)
+            .set_remove_from_version_id(read_version)
             .send()
             .await
-            .map_err(|e| self.error("UpdateSecretVersionStage", &e))?;
-        Ok(WriteOutcome::Written)
-    }
-
-    /// [`Self::make_current`] after looking up which version is current now.
-    async fn make_current_now(
-        &self,
-        client: &Client,
-        request_token: &str,
-    ) -> Result<WriteOutcome, SinkError> {
-        let current = self.stored(client).await?.and_then(|s| s.version_id);
-        self.make_current(client, request_token, current).await
+            .map(|_| ())
     }
 
     /// Warns once when the current version is younger than AWS's advised write interval.
-    fn warn_if_too_frequent(&self, stored: Option<&Stored>) {
-        let Some(age) = stored
+    fn warn_if_too_frequent(&self, current: Option<&Current>) {
+        let Some(age) = current
             .and_then(|s| s.created)
             .and_then(|created| SystemTime::now().duration_since(created).ok())
         else {

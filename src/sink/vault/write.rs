@@ -1,84 +1,39 @@
-//! One write of the vault sink: read the secret, [`decide`] (never roll back a token
-//! that expires later), check-and-set write, and again on a conflict; failed calls are
-//! classified by HTTP status ([`status_class`]). Called by [`super::VaultSink::write`],
-//! which owns the token and the retry after a 403.
+//! One write of the vault sink: read the secret, decide with the sinks' publish-order rule
+//! ([`decide_publish`]: never roll back to a lower generation), check-and-set write, and
+//! again on a conflict; failed calls are classified by HTTP status ([`status_class`]).
+//! Called by [`super::VaultSink::write`], which owns the token and the retry after a 403.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::VaultSink;
 use super::api::{ApiError, KvCurrent, Session, colon, describe_unavailable};
-use crate::sink::{SinkError, TokenDocument, WriteOutcome, parse_rfc3339};
+use crate::sink::{
+    MAX_CAS_ATTEMPTS, Publish, SinkError, StoredToken, TokenDocument, WriteOutcome, decide_publish,
+};
 
-/// How many times a write reads and tries again after check-and-set conflicts.
-const MAX_CAS_ATTEMPTS: usize = 5;
-
-/// What the secret holds, as far as [`decide`] is concerned.
+/// What the secret holds, as far as a write is concerned.
 struct Stored {
     /// The current version; 0 when the secret was never written.
     version: u64,
-    /// The stored document's `access_token`.
-    access_token: Option<SecretString>,
-    /// The stored document's `expires_at`.
-    expires_at: Option<SystemTime>,
+    /// The current version's document; `None` when there is none (never written, or the
+    /// latest version deleted or destroyed).
+    token: Option<StoredToken>,
 }
 
 impl Stored {
-    fn from_current(current: KvCurrent) -> Stored {
-        let field = |key: &str| {
-            current
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(Value::as_str)
-        };
+    /// Reads the KV data as a `json` document for a sink publishing `access_token` at `now`.
+    fn from_current(current: &KvCurrent, access_token: &str, now: SystemTime) -> Stored {
         Stored {
             version: current.version,
-            access_token: field("access_token").map(|t| SecretString::from(t.to_string())),
-            expires_at: field("expires_at").and_then(parse_rfc3339),
+            token: current
+                .data
+                .as_ref()
+                .map(|fields| StoredToken::from_document(fields, access_token, now)),
         }
     }
-}
-
-/// What a write does after reading the secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
-    /// The stored token expires later than ours: leave it.
-    KeptNewer,
-    /// The stored document already is ours: nothing to write.
-    Unchanged,
-    /// Write, with check-and-set on this version (0: create only).
-    Write {
-        /// The version the write expects to replace.
-        cas: u64,
-    },
-}
-
-/// The check-and-set decision (see the module doc), comparing expiries in whole seconds as
-/// stored in RFC 3339.
-fn decide(stored: &Stored, access_token: &str, expires_at: SystemTime) -> Decision {
-    let ours = whole_seconds(expires_at);
-    if let Some(theirs) = stored.expires_at {
-        if theirs > ours {
-            return Decision::KeptNewer;
-        }
-        let same_token = stored
-            .access_token
-            .as_ref()
-            .is_some_and(|t| t.expose_secret() == access_token);
-        if theirs == ours && same_token {
-            return Decision::Unchanged;
-        }
-    }
-    Decision::Write {
-        cas: stored.version,
-    }
-}
-
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 /// How a KV status code is handled.
@@ -129,11 +84,16 @@ impl VaultSink {
                 .kv_read(session, &self.mount, &self.path)
                 .await
                 .map_err(|e| self.failed(e))?;
-            let stored = Stored::from_current(current);
-            let cas = match decide(&stored, doc.access_token.expose_secret(), doc.expires_at) {
-                Decision::KeptNewer => return Ok(WriteOutcome::KeptNewer),
-                Decision::Unchanged => return Ok(WriteOutcome::Unchanged),
-                Decision::Write { cas } => cas,
+            let stored = Stored::from_current(
+                &current,
+                doc.access_token.expose_secret(),
+                SystemTime::now(),
+            );
+            // Check-and-set on the version read (0 when absent: create only).
+            let cas = match decide_publish(stored.token.as_ref(), doc.generation) {
+                Publish::KeptNewer => return Ok(WriteOutcome::KeptNewer),
+                Publish::Unchanged => return Ok(WriteOutcome::Unchanged),
+                Publish::Write => stored.version,
             };
             if let Some((version, detail)) = &refused
                 && *version == cas
@@ -221,81 +181,41 @@ impl VaultSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stored(version: u64, token: Option<&str>, expires_at: Option<u64>) -> Stored {
-        Stored {
-            version,
-            access_token: token.map(|t| SecretString::from(t.to_string())),
-            expires_at: expires_at.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-        }
-    }
-
-    #[test]
-    fn cas_decision_never_rolls_back() {
-        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
-        // Absent: create only.
-        assert_eq!(
-            decide(&stored(0, None, None), "new", at(100)),
-            Decision::Write { cas: 0 }
-        );
-        // Older token stored: replace that version.
-        assert_eq!(
-            decide(&stored(7, Some("old"), Some(50)), "new", at(100)),
-            Decision::Write { cas: 7 }
-        );
-        // A later expiry stored (another writer): keep it.
-        assert_eq!(
-            decide(&stored(7, Some("theirs"), Some(200)), "new", at(100)),
-            Decision::KeptNewer
-        );
-        // Ours already stored.
-        assert_eq!(
-            decide(&stored(7, Some("new"), Some(100)), "new", at(100)),
-            Decision::Unchanged
-        );
-        // Sub-second parts are not stored, so they do not count.
-        assert_eq!(
-            decide(
-                &stored(7, Some("new"), Some(100)),
-                "new",
-                at(100) + Duration::from_millis(900)
-            ),
-            Decision::Unchanged
-        );
-        // The same token with a later expiry (a provider that extends tokens): update.
-        assert_eq!(
-            decide(&stored(7, Some("new"), Some(90)), "new", at(100)),
-            Decision::Write { cas: 7 }
-        );
-        // Deleted latest version, or foreign data without expires_at: overwrite it.
-        assert_eq!(
-            decide(&stored(3, None, None), "new", at(100)),
-            Decision::Write { cas: 3 }
-        );
-        // Same expiry, other token (two instances, same second): write ours.
-        assert_eq!(
-            decide(&stored(4, Some("theirs"), Some(100)), "new", at(100)),
-            Decision::Write { cas: 4 }
-        );
-    }
+    use crate::sink::parse_rfc3339;
 
     #[test]
     fn stored_documents_are_read_from_kv_data() {
+        let now = parse_rfc3339("2027-01-15T08:00:00Z").unwrap();
         let data = serde_json::json!({
             "access_token": "tok",
             "expires_at": "2027-01-15T08:06:00Z",
             "token_type": "Bearer",
+            "generation": 7,
         });
         let Value::Object(map) = data else {
             unreachable!()
         };
-        let s = Stored::from_current(KvCurrent {
+        let current = KvCurrent {
             version: 2,
             data: Some(map),
-        });
+        };
+        let s = Stored::from_current(&current, "tok", now);
         assert_eq!(s.version, 2);
-        assert_eq!(s.access_token.unwrap().expose_secret(), "tok");
-        assert_eq!(s.expires_at, parse_rfc3339("2027-01-15T08:06:00Z"));
+        assert_eq!(
+            s.token,
+            Some(StoredToken {
+                generation: 7,
+                same_token: true,
+                unexpired: true
+            })
+        );
+        // A deleted latest version: nothing to keep, write on that version.
+        let deleted = KvCurrent {
+            version: 3,
+            data: None,
+        };
+        let s = Stored::from_current(&deleted, "tok", now);
+        assert_eq!((s.version, s.token), (3, None));
     }
 
     #[test]
