@@ -6,6 +6,7 @@ mod support;
 mod aws;
 mod check_gaps;
 mod config;
+mod coordination;
 mod daemon;
 mod emulator;
 mod fs_attacks;

@@ -103,8 +103,12 @@ pub async fn attempt(
     if adopted {
         m.adopted(name);
     }
-    let state_of_claim =
-        decide::claim_state(record.claim.as_ref(), &coord.nonce, seen_for, coord.claim_ttl);
+    let state_of_claim = decide::claim_state(
+        record.claim.as_ref(),
+        &coord.nonce,
+        seen_for,
+        coord.claim_ttl,
+    );
     if adopted {
         let d = planned(account, state, started);
         if !claim || (d.action == policy::Action::Wait && d.next > now) {
@@ -151,11 +155,10 @@ pub async fn attempt(
     let ours = match coord.store.read(name).await {
         Ok(s) => {
             s.version == version
-                && s.record.ok().flatten().is_some_and(|r| {
-                    r.claim
-                        .as_ref()
-                        .is_some_and(|c| c.nonce == coord.nonce)
-                })
+                && s.record
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.claim.as_ref().is_some_and(|c| c.nonce == coord.nonce))
         }
         Err(e) => return Some(store_down(account, state, svc, &e, started).await),
     };
@@ -390,10 +393,7 @@ fn adopt(account: &Account, state: &mut AccountState, record: &Record, now: Syst
 }
 
 fn held_refresh_token(state: &AccountState) -> Option<&str> {
-    state
-        .refresh_token
-        .as_ref()
-        .map(|s| s.0.expose_secret())
+    state.refresh_token.as_ref().map(|s| s.0.expose_secret())
 }
 
 /// The held tokens as a record carries them.

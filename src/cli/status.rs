@@ -52,6 +52,9 @@ pub(super) fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitC
         // provider is stale; one of other credentials shows until the daemon replaces it.
         let current = state.as_ref().filter(|s| s.provider == a.provider.name);
         let mut row = status_row(a, current, state.is_some() && current.is_none(), now);
+        if cfg.coordination.is_some() {
+            row["coordination"] = coordination_row(current);
+        }
         if let Some(e) = unreadable {
             row["state"] = "unreadable".into();
             row["last_error"] = format!("cannot read the state file: {e}").into();
@@ -130,6 +133,22 @@ pub(super) fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitC
     writeln!(out, "{}", line(&header))?;
     for (row, r) in table.iter().zip(&rows) {
         writeln!(out, "{}", line(row))?;
+        let c = &r["coordination"];
+        if c.is_object() {
+            let claim = match (
+                c["claim"]["instance"].as_str(),
+                c["claim"]["since"].as_str(),
+            ) {
+                (Some(who), Some(since)) => format!("claimed by {who} since {since}"),
+                _ => "no claim".to_string(),
+            };
+            writeln!(
+                out,
+                "  └ coordination: generation {}, refreshed by {}, {claim}",
+                c["generation"],
+                c["refreshed_by"].as_str().unwrap_or("-")
+            )?;
+        }
         for s in r["sinks"].as_array().into_iter().flatten() {
             let state = match (s["last_write"].as_str(), s["last_error"].as_str()) {
                 (_, Some(e)) => format!("error: {e}"),
@@ -142,6 +161,27 @@ pub(super) fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitC
         }
     }
     Ok(code)
+}
+
+/// What the daemon last saw of the account's coordination record (docs/HA.md): the held
+/// token's generation, the claim and who refreshed last.
+fn coordination_row(state: Option<&AccountState>) -> serde_json::Value {
+    let seen = state.and_then(|s| s.coordination.as_ref());
+    let claim = seen.and_then(|c| {
+        c.claim_instance.as_ref().map(|who| {
+            serde_json::json!({
+                "instance": who,
+                "since": c.claim_since_ms.map(|ms| rfc3339(from_ms(ms))),
+            })
+        })
+    });
+    serde_json::json!({
+        "generation": state.map_or(0, |s| s.generation),
+        "record_generation": seen.map(|c| c.generation),
+        "claim": claim,
+        "refreshed_by": seen.and_then(|c| c.refreshed_by.clone()),
+        "seen_at": seen.map(|c| rfc3339(from_ms(c.seen_ms))),
+    })
 }
 
 /// `"14s"` → `"in 14s"`, `"-3m 2s"` → `"3m 2s ago"`.

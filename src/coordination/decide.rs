@@ -118,8 +118,8 @@ pub fn adopted_times(obtained_ms: u64, expires_ms: u64, now_ms: u64) -> (u64, u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordination::record::{FORMAT, Tokens};
     use crate::bounds::to_ms;
+    use crate::coordination::record::{FORMAT, Tokens};
 
     fn record(generation: u64, expires_in_s: i64, now: SystemTime) -> Record {
         let at = |s: i64| {

@@ -81,10 +81,7 @@ impl CoordinationConfig {
         );
         let instance = match &self.instance {
             Some(name) if !record::valid_name(name) => {
-                v.error(
-                    "instance",
-                    "must be 1 to 128 printable ascii characters",
-                );
+                v.error("instance", "must be 1 to 128 printable ascii characters");
                 None
             }
             Some(name) => Some(name.clone()),
@@ -224,4 +221,3 @@ impl Store for VaultStore {
         self.kv.label()
     }
 }
-

@@ -54,7 +54,10 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("access_token", &"[REDACTED]")
             .field("expires_at_ms", &self.expires_at_ms)
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -172,7 +175,10 @@ mod tests {
         };
         assert_eq!(parse(r.to_value()), Ok(r.clone()));
         let debug = format!("{r:?}");
-        assert!(!debug.contains("acc-123") && !debug.contains("ref-456"), "{debug}");
+        assert!(
+            !debug.contains("acc-123") && !debug.contains("ref-456"),
+            "{debug}"
+        );
     }
 
     /// Outside input: every malformed record is refused with a reason, never a panic.
@@ -184,12 +190,30 @@ mod tests {
         assert!(parse(ok.clone()).is_ok());
         let cases: Vec<(&str, Value)> = vec![
             ("format", serde_json::json!({"format": 2, "generation": 1})),
-            ("generation", serde_json::json!({"format": 1, "generation": -1})),
-            ("generation", serde_json::json!({"format": 1, "generation": "1"})),
-            ("claim", serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "", "nonce": "n", "since_ms": 1}})),
-            ("claim", serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "a\nb", "nonce": "n", "since_ms": 1}})),
-            ("claim", serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "x".repeat(129), "nonce": "n", "since_ms": 1}})),
-            ("time", serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "a", "nonce": "n", "since_ms": u64::MAX}})),
+            (
+                "generation",
+                serde_json::json!({"format": 1, "generation": -1}),
+            ),
+            (
+                "generation",
+                serde_json::json!({"format": 1, "generation": "1"}),
+            ),
+            (
+                "claim",
+                serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "", "nonce": "n", "since_ms": 1}}),
+            ),
+            (
+                "claim",
+                serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "a\nb", "nonce": "n", "since_ms": 1}}),
+            ),
+            (
+                "claim",
+                serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "x".repeat(129), "nonce": "n", "since_ms": 1}}),
+            ),
+            (
+                "time",
+                serde_json::json!({"format": 1, "generation": 1, "claim": {"instance": "a", "nonce": "n", "since_ms": u64::MAX}}),
+            ),
         ];
         for (what, v) in cases {
             assert!(parse(v.clone()).is_err(), "{what}: {v}");

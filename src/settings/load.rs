@@ -125,7 +125,10 @@ fn load_unregistered(path: &Path) -> Result<Config, ConfigErrors> {
         .and_then(|table| {
             let mut v = Validator::new(&mut problems, main.clone());
             let mut d = v.key("daemon");
-            match table.clone().try_into::<crate::coordination::CoordinationConfig>() {
+            match table
+                .clone()
+                .try_into::<crate::coordination::CoordinationConfig>()
+            {
                 Ok(c) => c.build(&mut d.key("coordination")).map(std::sync::Arc::new),
                 Err(e) => {
                     d.error("coordination", e.message().trim().to_string());

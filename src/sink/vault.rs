@@ -71,8 +71,8 @@ pub use self::config::{
     AppRoleConfig, DEFAULT_JWT_FILE, DEFAULT_TIMEOUT, KubernetesConfig, VaultAuthConfig,
     VaultSinkConfig,
 };
-use self::token::Keeper;
 pub use self::kv::{CasWrite, KvRecord};
+use self::token::Keeper;
 pub use self::token::VaultTokenStatus;
 use self::write::Failed;
 use super::{SinkError, TokenDocument, WriteOutcome};

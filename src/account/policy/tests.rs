@@ -418,7 +418,9 @@ fn shared_tokens_draw_the_same_jitter_everywhere() {
     assert_eq!(a.jitter, Samples::for_token("zarv-prod", 7).jitter);
     assert_ne!(a.jitter, Samples::for_token("zarv-prod", 8).jitter);
     assert_ne!(a.jitter, Samples::for_token("zarv-test", 7).jitter);
-    let draws: Vec<f64> = (0..2000).map(|g| Samples::for_token("acct", g).jitter).collect();
+    let draws: Vec<f64> = (0..2000)
+        .map(|g| Samples::for_token("acct", g).jitter)
+        .collect();
     assert!(draws.iter().all(|j| (-1.0..1.0).contains(j)));
     let mean = draws.iter().sum::<f64>() / draws.len() as f64;
     assert!(mean.abs() < 0.1, "mean {mean}");
