@@ -75,19 +75,11 @@ pub fn load_state(account: &Account, store: &StateStore) -> AccountState {
     state
 }
 
-/// Saves the state with fsync, on the blocking pool: an fsync takes milliseconds, which
-/// would stall every other account on a Tokio worker.
-/// Saves of one account are ordered by the store's write lock, which the blocking write
-/// holds until it is done even if this future is dropped (a cancelled task).
+/// Saves the state on the blocking pool, as durably as [`StateStore::persist`] decides for
+/// a provider that rotates its refresh tokens: the cautious assumption, for a caller that
+/// does not say (the daemon task's re-planned save).
 pub async fn persist(store: &StateStore, state: &AccountState) -> std::io::Result<()> {
-    let guard = store.write_lock(&state.account).lock_owned().await;
-    let (store, snapshot) = (store.clone(), state.clone());
-    tokio::task::spawn_blocking(move || {
-        let _guard = guard;
-        store.save(&snapshot)
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    store.persist(state, true).await
 }
 
 /// An attempt's outcome and the policy's decision about the next one (already saved as
@@ -114,7 +106,7 @@ pub async fn obtain(account: &Account, state: &mut AccountState, svc: &Services)
     }
     let mut decision = after(account, state, result.as_ref(), started);
     state.next_refresh_ms = Some(crate::bounds::to_ms_ceil(decision.next));
-    let saved = persist(&svc.store, state).await;
+    let saved = svc.store.persist(state, account.provider.rotates()).await;
     state.unsaved = saved.is_err();
     if let Err(e) = saved {
         let e = save_failed(&e);
@@ -226,7 +218,8 @@ async fn obtain_inner(
             // Mark the token as possibly spent before sending it: if we crash or lose the
             // answer, it is never sent again (SPEC §4 "never reuses a spent one").
             state.refresh_in_flight = true;
-            persist(&svc.store, state)
+            svc.store
+                .persist(state, provider.rotates())
                 .await
                 .map_err(|e| save_failed(&e))?;
         }
