@@ -119,6 +119,18 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(clamp_time(t)).to_string()
 }
 
+/// Longest instance name kept from a coordination record or a state file.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A name read from outside (an instance name in a coordination record or state file):
+/// 1–128 visible ASCII characters or spaces, so it prints on one line and cannot forge a log
+/// field.
+pub fn printable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,16 +175,4 @@ mod tests {
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         );
     }
-}
-
-/// Longest instance name kept from a coordination record or a state file.
-pub const MAX_NAME_LEN: usize = 128;
-
-/// A name read from outside (an instance name in a coordination record or state file):
-/// 1–128 visible ASCII characters or spaces, so it prints on one line and cannot forge a log
-/// field.
-pub fn printable_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
 }

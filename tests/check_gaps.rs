@@ -199,6 +199,27 @@ fn check_refuses_an_empty_state_dir() {
 }
 
 #[test]
+fn check_refuses_an_unknown_durability() {
+    // Proves: `[daemon] durability` takes "refresh_tokens" or "all", and anything else is an
+    // error at its file:line:column naming the choices (issue 16).
+    let dir = TestDir::new("gap-durability");
+    let text = format!(
+        "[daemon]\ndurability = \"always\"\n\n{}",
+        account("a", "", "")
+    );
+    let cfg = dir.write("t.toml", &text);
+    assert_refused(
+        &check(&cfg),
+        &cfg,
+        2,
+        "daemon.durability",
+        "\"always\" is not a durability: expected \"refresh_tokens\" or \"all\"",
+    );
+    let good = dir.write("ok.toml", &text.replace("always", "all"));
+    assert_eq!(check(&good).code, 0, "durability = \"all\" is valid");
+}
+
+#[test]
 fn check_refuses_two_sinks_writing_one_file() {
     // Proves: two accounts whose file sinks name one file (spelled differently) are refused,
     // and the error names both locations.

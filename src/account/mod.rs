@@ -79,19 +79,15 @@ pub fn load_state(account: &Account, store: &StateStore) -> AccountState {
     state
 }
 
-/// Saves the state with fsync, on the blocking pool: an fsync takes milliseconds, which
-/// would stall every other account on a Tokio worker.
-/// Saves of one account are ordered by the store's write lock, which the blocking write
-/// holds until it is done even if this future is dropped (a cancelled task).
-pub async fn persist(store: &StateStore, state: &AccountState) -> std::io::Result<()> {
-    let guard = store.write_lock(&state.account).lock_owned().await;
-    let (store, snapshot) = (store.clone(), state.clone());
-    tokio::task::spawn_blocking(move || {
-        let _guard = guard;
-        store.save(&snapshot)
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+/// Saves the account's state on the blocking pool, as durably as [`StateStore::persist`]
+/// decides for its provider (fsync when it holds a rotating refresh token, or with
+/// `[daemon] durability = "all"`).
+pub async fn persist(
+    account: &Account,
+    store: &StateStore,
+    state: &AccountState,
+) -> std::io::Result<()> {
+    store.persist(state, account.provider.rotates()).await
 }
 
 /// An attempt's outcome and the policy's decision about the next one (already saved as
@@ -107,8 +103,9 @@ pub struct Attempt {
 /// Obtains a new token: the refresh exchange with a held, unexpired refresh token first; a
 /// full login when there is none or the provider rejects it. The state, with the outcome,
 /// any rotated refresh token and the next attempt the policy planned from the outcome
-/// (`next_refresh_ms`), is saved with fsync before this returns, i.e. before anything is
-/// published: one durable write per exchange. A state that cannot be saved turns success
+/// (`next_refresh_ms`), is saved before this returns, i.e. before anything is published:
+/// one write per exchange, fsynced when it holds what a login cannot restore
+/// (`StateStore::persist`, `[daemon] durability`). A state that cannot be saved turns success
 /// into a transient failure, so nothing is published that a crash could lose.
 pub async fn obtain(account: &Account, state: &mut AccountState, svc: &Services) -> Attempt {
     let started = Instant::now();
@@ -118,7 +115,7 @@ pub async fn obtain(account: &Account, state: &mut AccountState, svc: &Services)
     }
     let mut decision = after(account, state, result.as_ref(), started);
     state.next_refresh_ms = Some(crate::bounds::to_ms_ceil(decision.next));
-    let saved = persist(&svc.store, state).await;
+    let saved = svc.store.persist(state, account.provider.rotates()).await;
     state.unsaved = saved.is_err();
     if let Err(e) = saved {
         let e = save_failed(&e);
@@ -230,7 +227,8 @@ async fn obtain_inner(
             // Mark the token as possibly spent before sending it: if we crash or lose the
             // answer, it is never sent again (SPEC §4 "never reuses a spent one").
             state.refresh_in_flight = true;
-            persist(&svc.store, state)
+            svc.store
+                .persist(state, provider.rotates())
                 .await
                 .map_err(|e| save_failed(&e))?;
         }

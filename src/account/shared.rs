@@ -266,7 +266,7 @@ async fn store_down(
             record_failure(state, &err);
             let decision = super::after(account, state, Err(&err), started);
             state.next_refresh_ms = Some(crate::bounds::to_ms_ceil(decision.next));
-            if let Err(e) = persist(&svc.store, state).await {
+            if let Err(e) = persist(account, &svc.store, state).await {
                 warn!(account = %name, error = %e, "cannot save state");
             }
             Outcome::StoreDown(Attempt {
@@ -299,7 +299,7 @@ async fn busy(
     );
     if adopted {
         state.next_refresh_ms = Some(crate::bounds::to_ms_ceil(d.next));
-        if let Err(e) = persist(&svc.store, state).await {
+        if let Err(e) = persist(account, &svc.store, state).await {
             warn!(account = %account.name, error = %e, "cannot save state");
         }
     }
@@ -314,7 +314,7 @@ async fn saved_adoption(
     d: Decision,
 ) -> Outcome {
     state.next_refresh_ms = Some(crate::bounds::to_ms_ceil(d.next));
-    let saved = persist(&svc.store, state).await;
+    let saved = persist(account, &svc.store, state).await;
     state.unsaved = saved.is_err();
     if let Err(e) = saved {
         warn!(account = %account.name, error = %e, "cannot save the adopted token");

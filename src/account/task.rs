@@ -257,7 +257,7 @@ impl AccountTask {
             }
             if replanned {
                 replanned = false;
-                match super::persist(&self.svc.store, &state).await {
+                match super::persist(&self.account, &self.svc.store, &state).await {
                     Ok(()) => state.unsaved = false,
                     Err(e) => error!(account = %name, error = %e, "cannot save state"),
                 }

@@ -167,6 +167,7 @@ fn once(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
     }
     let mut svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
     svc.coordination = cfg.coordination.clone();
+    svc.store.set_durability(cfg.daemon.durability);
     let _lock = svc.store.lock("once").map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             anyhow::anyhow!("{e}; to refresh a running daemon's accounts now, send it SIGUSR1")

@@ -39,6 +39,8 @@ pub struct Daemon {
     pub log_level: String,
     /// Bound on HTTP requests in flight.
     pub max_concurrent_requests: usize,
+    /// Which state saves are fsynced (`crate::state::save_fsync`).
+    pub durability: crate::state::Durability,
     /// Refresh timing defaults.
     pub timing: Timing,
     /// Backoff.

@@ -23,6 +23,8 @@ pub struct DaemonConfig {
     pub log_level: Option<String>,
     /// Bound on HTTP requests in flight across all accounts.
     pub max_concurrent_requests: Option<i64>,
+    /// Which state saves are fsynced: `refresh_tokens` (default) or `all`.
+    pub durability: Option<String>,
     /// Refresh timing defaults.
     pub refresh: Option<TimingConfig>,
     /// Backoff for transient failures.

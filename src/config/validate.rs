@@ -119,6 +119,18 @@ pub fn validate_daemon(v: &mut Validator<'_>, raw: &DaemonConfig) -> Daemon {
             32
         }
     };
+    let durability = match raw
+        .durability
+        .as_deref()
+        .map(crate::state::Durability::parse)
+    {
+        None => crate::state::Durability::default(),
+        Some(Ok(d)) => d,
+        Some(Err(m)) => {
+            v.error("durability", m);
+            crate::state::Durability::default()
+        }
+    };
     let timing = validate_timing(
         &mut v.key("refresh"),
         raw.refresh.as_ref(),
@@ -131,6 +143,7 @@ pub fn validate_daemon(v: &mut Validator<'_>, raw: &DaemonConfig) -> Daemon {
         log_format,
         log_level,
         max_concurrent_requests,
+        durability,
         timing,
         retry,
     }

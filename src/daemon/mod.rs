@@ -90,6 +90,7 @@ pub async fn run(
     }
     let mut svc = Services::new(&cfg.daemon.state_dir, cfg.daemon.max_concurrent_requests);
     svc.coordination = cfg.coordination.clone();
+    svc.store.set_durability(cfg.daemon.durability);
     let _lock = svc.store.lock("run").context("refusing to start")?;
     if let Some(c) = &cfg.coordination {
         crate::observability::metrics::metrics().coordinated();

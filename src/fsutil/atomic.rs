@@ -1,6 +1,8 @@
 //! Crash-safe replacement (the module doc of [`super`], SPEC §4 "Atomic writes"): a
 //! temporary file beside the target, mode and owner set through its descriptor, fsync,
-//! `renameat`, fsync of the directory. Called by the file sink and the state files.
+//! `renameat`, fsync of the directory (shared with other writers of the directory,
+//! `super::group`). Called by the file sink and the state files; a state save that a
+//! login could restore skips both fsyncs ([`Fsync::Skip`], issue 16).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -14,14 +16,38 @@ use super::{
     DirOptions, DirTrust, FileAttrs, SafeDir, check_name, file_name, open_dir, parent_dir,
 };
 
+/// Whether a replacement must survive a power loss before it is reported done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// fsync the file before the rename and the directory after it (SPEC §4): the new
+    /// content survives a power loss once the write returns.
+    Durable,
+    /// Neither: readers still see the old or the new complete file, and a crash of the
+    /// process loses nothing (the page cache outlives it), but a power loss may bring back
+    /// the old file or leave an empty one.
+    Skip,
+}
+
 impl SafeDir {
-    /// Atomically replaces the file `name` in this directory with `contents`. Errors name
-    /// the path.
+    /// Atomically and durably replaces the file `name` in this directory with `contents`
+    /// ([`Fsync::Durable`]). Errors name the path.
     pub fn write_atomic(&self, name: &str, contents: &[u8], attrs: FileAttrs) -> io::Result<()> {
+        self.replace(name, contents, attrs, Fsync::Durable)
+    }
+
+    /// Atomically replaces the file `name` in this directory with `contents`, made durable
+    /// or not as `fsync` says. Errors name the path.
+    pub fn replace(
+        &self,
+        name: &str,
+        contents: &[u8],
+        attrs: FileAttrs,
+        fsync: Fsync,
+    ) -> io::Result<()> {
         let path = self.path.join(name);
         let result = check_name(name).and_then(|()| {
             let tmp = temp_name(name);
-            let result = self.write_then_rename(&tmp, name, contents, attrs);
+            let result = self.write_then_rename(&tmp, name, contents, attrs, fsync);
             if result.is_err() {
                 // Best effort: never leave a stray temporary file (it may hold a token).
                 let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
@@ -38,6 +64,7 @@ impl SafeDir {
         name: &str,
         contents: &[u8],
         attrs: FileAttrs,
+        sync: Fsync,
     ) -> io::Result<()> {
         // O_EXCL|O_NOFOLLOW: never follow or reuse someone else's file.
         let fd = openat(
@@ -54,10 +81,15 @@ impl SafeDir {
         // After fchown, which may clear set-id bits; fchmod ignores the umask.
         fchmod(&file, Mode::from_bits_truncate(attrs.mode))?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if sync == Fsync::Durable {
+            file.sync_all()?;
+        }
         drop(file);
         renameat(&self.fd, tmp, &self.fd, name)?;
-        fsync(&self.fd)?;
+        if sync == Fsync::Durable {
+            // Only the directory fsync is shared: the file's own fsync above stays per file.
+            self.sync.after_rename(&|| fsync(&self.fd))?;
+        }
         Ok(())
     }
 

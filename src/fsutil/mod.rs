@@ -12,16 +12,22 @@
 //!   on its descriptor (never chmod or chown by path), fsync, `renameat` over the target,
 //!   fsync the directory. A reader sees the old complete file or the new complete file,
 //!   never a partial or empty one, even after SIGKILL or on a full disk (the temporary file
-//!   is removed and the old file stays).
+//!   is removed and the old file stays). With [`Fsync::Skip`] both fsyncs are left out: the
+//!   replacement is as atomic for readers and survives a crash of the process, only not a
+//!   power loss (issue 16: state that a login can restore).
+//! - **Directory fsyncs are shared** (group commit, issue 16): writers that rename files in
+//!   one directory while its fsync is running share the next one (`group`).
 //!
 //! Layout: this file opens and judges directories ([`SafeDir`]); `atomic` holds the
-//! replacement and `temps` the sweep of leftover temporary files.
+//! replacement, `group` the shared directory fsyncs and `temps` the sweep of leftover
+//! temporary files.
 //!
 //! The walk is done by hand rather than with `openat2(RESOLVE_NO_SYMLINKS)`: one call would
 //! refuse symlinks too, but could neither say which component is one nor let each
 //! directory's owner and mode be checked, and it needs Linux 5.6.
 
 mod atomic;
+mod group;
 mod temps;
 
 use std::ffi::OsStr;
@@ -35,7 +41,7 @@ use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, fchown, geteuid};
 
-pub use atomic::atomic_write;
+pub use atomic::{Fsync, atomic_write};
 pub use temps::sweep_stale_temps_once;
 
 /// Mode and ownership applied to every write, not only the first.
@@ -187,6 +193,8 @@ pub struct SafeDir {
     gid: u32,
     mode: u32,
     trust: DirTrust,
+    /// The group-commit state of this directory, shared with every other descriptor of it.
+    sync: std::sync::Arc<group::DirSync>,
 }
 
 /// Opens `path` as a directory without following a symbolic link anywhere in it, judging
@@ -291,6 +299,7 @@ pub fn open_dir(path: &Path, options: DirOptions) -> io::Result<SafeDir> {
         gid: st.st_gid,
         mode: st.st_mode & 0o7777,
         trust,
+        sync: group::for_dir(st.st_dev, st.st_ino),
     })
 }
 
@@ -345,6 +354,13 @@ impl SafeDir {
     /// How it was judged.
     pub fn trust(&self) -> DirTrust {
         self.trust
+    }
+
+    /// How many fsyncs of this directory (through any descriptor of it) tokend has made
+    /// since the directory was last opened by nobody: group commit shows as fewer of them
+    /// than durable writes (tests, benchmarks).
+    pub fn dir_fsyncs(&self) -> u64 {
+        self.sync.fsyncs()
     }
 
     /// The descriptor, for calls this type does not wrap.
@@ -689,6 +705,54 @@ mod tests {
         }
         // A real temporary name is recognised.
         assert!(is_temp_name(&temp_name("c.token")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_durable_writes_in_one_directory_share_its_fsyncs() {
+        // Proves the wiring of group commit: every descriptor of a directory (a file sink
+        // opens its own per write) counts on one shared sync, every write lands, and no
+        // write costs more than one directory fsync.
+        let dir = test_dir("group");
+        let options = DirOptions {
+            create: None,
+            shared_ok: false,
+            must_own: false,
+        };
+        let watcher = open_dir(&dir, options).unwrap();
+        let writers = 16;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(writers));
+        let threads: Vec<_> = (0..writers)
+            .map(|i| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let opened = open_dir(&dir, options).unwrap();
+                    barrier.wait();
+                    let name = format!("{i}.token");
+                    opened
+                        .write_atomic(&name, name.as_bytes(), FileAttrs::PRIVATE)
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for i in 0..writers {
+            let name = format!("{i}.token");
+            assert_eq!(std::fs::read_to_string(dir.join(&name)).unwrap(), name);
+        }
+        let fsyncs = watcher.dir_fsyncs();
+        eprintln!("{writers} durable writes, {fsyncs} directory fsyncs");
+        assert!(
+            (1..=writers as u64).contains(&fsyncs),
+            "expected 1 to {writers} directory fsyncs, got {fsyncs}"
+        );
+        // A replacement without fsync costs none.
+        watcher
+            .replace("x", b"x", FileAttrs::PRIVATE, Fsync::Skip)
+            .unwrap();
+        assert_eq!(watcher.dir_fsyncs(), fsyncs);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -236,6 +236,32 @@ pub fn secret_values(raw: &AccountConfig) -> Vec<(String, &SecretValueConfig)> {
     values
 }
 
+/// With `[daemon.coordination]`, a claim must outlast the provider exchange it covers
+/// (`coordination::decide::may_call`): `claim_ttl` ≥ 2 × each account's `timeout` + 1 s.
+pub fn claim_ttl_covers_timeouts(
+    problems: &mut Vec<crate::config::error::Problem>,
+    main: &std::sync::Arc<crate::config::error::Source>,
+    claim_ttl: std::time::Duration,
+    accounts: &[super::Account],
+) {
+    let longest = accounts.iter().map(|a| a.provider.timeout).max();
+    if let Some(timeout) = longest {
+        let needed = crate::coordination::decide::min_claim_ttl(timeout);
+        if claim_ttl < needed {
+            let mut v = crate::config::error::Validator::new(problems, main.clone());
+            v.key("daemon").key("coordination").error(
+                "claim_ttl",
+                format!(
+                    "{} is too short for an account timeout of {}: a claim must cover a refresh and a login, at least {}",
+                    humantime::format_duration(claim_ttl),
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(needed)
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,31 +335,5 @@ mod tests {
             Path::new("/nonexistent/b/t")
         );
         assert_eq!(normalise(Path::new("x/../t")), normalise(&cwd.join("t")));
-    }
-}
-
-/// With `[daemon.coordination]`, a claim must outlast the provider exchange it covers
-/// (`coordination::decide::may_call`): `claim_ttl` ≥ 2 × each account's `timeout` + 1 s.
-pub fn claim_ttl_covers_timeouts(
-    problems: &mut Vec<crate::config::error::Problem>,
-    main: &std::sync::Arc<crate::config::error::Source>,
-    claim_ttl: std::time::Duration,
-    accounts: &[super::Account],
-) {
-    let longest = accounts.iter().map(|a| a.provider.timeout).max();
-    if let Some(timeout) = longest {
-        let needed = crate::coordination::decide::min_claim_ttl(timeout);
-        if claim_ttl < needed {
-            let mut v = crate::config::error::Validator::new(problems, main.clone());
-            v.key("daemon").key("coordination").error(
-                "claim_ttl",
-                format!(
-                    "{} is too short for an account timeout of {}: a claim must cover a refresh and a login, at least {}",
-                    humantime::format_duration(claim_ttl),
-                    humantime::format_duration(timeout),
-                    humantime::format_duration(needed)
-                ),
-            );
-        }
     }
 }

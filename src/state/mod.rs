@@ -23,9 +23,12 @@
 //! [`accept_token`]: crate::provider::extract::accept_token
 //!
 //! Two files per account, for two kinds of durability:
-//! - `<account>.json` holds what must survive a power cut (tokens, the in-flight marker,
-//!   counters, the next refresh): written atomically with fsync, once per exchange, before
-//!   anything is published;
+//! - `<account>.json` holds the tokens, the in-flight marker, counters and the next
+//!   refresh: written atomically, once per exchange, before anything is published, and
+//!   fsynced (file and directory) when a power loss would cost more than one login
+//!   (`durability`'s [`save_fsync`]: a rotating refresh token, the in-flight marker, or
+//!   `[daemon] durability = "all"`). Directory fsyncs are shared by saves close together
+//!   (`fsutil` group commit);
 //! - `<account>.sinks` holds only what each sink last did, for `tokend status`: rewritten in
 //!   place after every publish without rename or fsync (8 µs instead of ~200 µs of CPU
 //!   here, docs/BENCHMARKS.md). A torn or lost one only costs `status` its sink lines until
@@ -33,21 +36,25 @@
 //!   `<account>.json`.
 //!
 //! Layout: this file is the store (the directory, the lock, loading, saving, moving a
-//! corrupt file aside); `types` holds what a state file contains.
+//! corrupt file aside); `types` holds what a state file contains; `durability` decides
+//! which saves are fsynced.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{FileAttrs, SafeDir, ensure_private_dir};
+use crate::fsutil::{FileAttrs, Fsync, SafeDir, ensure_private_dir};
 
+mod durability;
 mod types;
 
+pub use durability::{Durability, save_fsync};
 pub use types::{
     AccountState, FailureKind, Fingerprint, SharedStatus, SinkStatus, StoredSecret, StoredToken,
 };
@@ -85,6 +92,8 @@ pub struct StateStore {
     opened: Arc<Mutex<Option<Arc<SafeDir>>>>,
     /// Per account: held while a save is queued or running (see [`StateStore::write_lock`]).
     writes: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// `[daemon] durability = "all"` (see [`set_durability`](Self::set_durability)).
+    fsync_all: Arc<AtomicBool>,
 }
 
 impl StateStore {
@@ -94,7 +103,55 @@ impl StateStore {
             dir: dir.to_path_buf(),
             opened: Arc::default(),
             writes: Arc::default(),
+            fsync_all: Arc::default(),
         }
+    }
+
+    /// Applies `[daemon] durability` to every save from now on, through this store and
+    /// every clone of it. The default is [`Durability::RefreshTokens`].
+    pub fn set_durability(&self, durability: Durability) {
+        self.fsync_all
+            .store(durability == Durability::All, Ordering::Relaxed);
+    }
+
+    /// The `[daemon] durability` in force.
+    pub fn durability(&self) -> Durability {
+        if self.fsync_all.load(Ordering::Relaxed) {
+            Durability::All
+        } else {
+            Durability::RefreshTokens
+        }
+    }
+
+    /// Saves `state` on the blocking pool (an fsync takes milliseconds, which would stall
+    /// every other account on a Tokio worker), fsynced or not as [`save_fsync`] decides
+    /// for a provider that does (`rotates`) or does not rotate its refresh tokens. Saves
+    /// of one account are ordered by its [`write_lock`](Self::write_lock), which the
+    /// blocking write holds until it is done even if this future is dropped (a cancelled
+    /// task).
+    pub async fn persist(&self, state: &AccountState, rotates: bool) -> io::Result<()> {
+        let fsync = save_fsync(
+            self.durability(),
+            rotates,
+            state.refresh_token.is_some(),
+            state.refresh_in_flight,
+        );
+        let guard = self.write_lock(&state.account).lock_owned().await;
+        let (store, snapshot) = (self.clone(), state.clone());
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            store.save_with(&snapshot, fsync)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// How many fsyncs the state directory has had in this process (tests, benchmarks).
+    pub fn dir_fsyncs(&self) -> u64 {
+        self.opened(false)
+            .ok()
+            .flatten()
+            .map_or(0, |dir| dir.dir_fsyncs())
     }
 
     /// The lock an asynchronous save of `account` holds until its file is renamed. Saves
@@ -340,8 +397,15 @@ impl StateStore {
         })
     }
 
-    /// Saves atomically with fsync (0600, owned as the directory; directory 0700).
+    /// Saves atomically with fsync (0600, owned as the directory; directory 0700), here
+    /// and now: for callers that know nothing of the provider. The daemon and `once` save
+    /// through [`persist`](Self::persist).
     pub fn save(&self, state: &AccountState) -> io::Result<()> {
+        self.save_with(state, Fsync::Durable)
+    }
+
+    /// Saves atomically, with fsync or not.
+    fn save_with(&self, state: &AccountState, fsync: Fsync) -> io::Result<()> {
         let dir = self.opened(true)?.expect("created when missing");
         let json = serde_json::to_vec(state).map_err(io::Error::other)?;
         let (uid, gid) = Self::owner_of_files(&dir);
@@ -350,7 +414,7 @@ impl StateStore {
             gid,
             ..FileAttrs::PRIVATE
         };
-        dir.write_atomic(&format!("{}.json", state.account), &json, attrs)
+        dir.replace(&format!("{}.json", state.account), &json, attrs, fsync)
     }
 
     /// Takes the exclusive lock that keeps two daemons (or a daemon and `once`) off the same
@@ -482,6 +546,48 @@ mod tests {
             store.lock("test").unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 16: a save that a login can restore is not fsynced, one that holds a rotating
+    /// refresh token (or the in-flight marker, or any with `durability = "all"`) is, with
+    /// its directory, before `persist` returns.
+    #[tokio::test]
+    async fn only_saves_holding_a_rotating_refresh_token_are_fsynced() {
+        let dir = std::env::temp_dir().join(format!("tokend-durable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = StateStore::new(&dir);
+        let mut plain = AccountState::new("p", "pontotel", "fp");
+        plain.next_refresh_ms = Some(1);
+        let mut rotating = AccountState::new("z", "zarv", "fp");
+        rotating.refresh_token = Some(StoredSecret(SecretString::from("rt-1")));
+        // (what is saved, rotates, setting, fsyncs of the directory it costs)
+        let cases = [
+            (&plain, false, Durability::RefreshTokens, 0),
+            (&rotating, false, Durability::RefreshTokens, 0),
+            (&rotating, true, Durability::RefreshTokens, 1),
+            (&plain, false, Durability::All, 1),
+        ];
+        store.save_sinks("x", &BTreeMap::new()).unwrap();
+        for (i, (state, rotates, setting, fsyncs)) in cases.into_iter().enumerate() {
+            store.set_durability(setting);
+            let before = store.dir_fsyncs();
+            store.persist(state, rotates).await.unwrap();
+            assert_eq!(
+                store.dir_fsyncs() - before,
+                fsyncs,
+                "case {i}: {} rotates={rotates} {setting:?}",
+                state.account
+            );
+            let saved = store.peek(&state.account).unwrap().unwrap();
+            assert_eq!(saved.next_refresh_ms, state.next_refresh_ms, "case {i}");
+        }
+        let mut in_flight = rotating.clone();
+        in_flight.refresh_in_flight = true;
+        store.set_durability(Durability::RefreshTokens);
+        let before = store.dir_fsyncs();
+        store.persist(&in_flight, true).await.unwrap();
+        assert_eq!(store.dir_fsyncs() - before, 1, "in-flight marker");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
