@@ -106,6 +106,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         cfg.accounts.len(),
         cfg.daemon.state_dir.display()
     )?;
+    if let Some(c) = &cfg.coordination {
+        writeln!(
+            out,
+            "coordination: shared with other instances through {} as {:?}; a claim stands {} (docs/HA.md)",
+            c.store.describe(),
+            c.instance,
+            humantime::format_duration(c.claim_ttl)
+        )?;
+    }
     for a in &cfg.accounts {
         let t = &a.timing;
         writeln!(out, "account {:?}: provider {}", a.name, a.provider.name)?;
