@@ -44,6 +44,10 @@ pub struct AccountTask {
     pub board: Arc<Board>,
 }
 
+/// How long a shutdown waits for a shared account's flight to commit or release its claim
+/// (within the daemon's 10 s shutdown budget).
+const CLAIM_GRACE: Duration = Duration::from_secs(5);
+
 /// A sink waiting for a (re)write.
 #[derive(Debug, Clone, Copy)]
 struct PendingSink {
@@ -164,9 +168,19 @@ impl AccountTask {
                 if d.action == Action::Request {
                     last_request = Some(Instant::now());
                     self.board.refreshing(&name);
-                    let outcome = tokio::select! {
-                        () = self.cancel.cancelled() => break,
-                        o = Box::pin(self.attempt(&mut state, &mut watch)) => o,
+                    let outcome = {
+                        let mut flight = Box::pin(self.attempt(&mut state, &mut watch));
+                        tokio::select! {
+                            o = &mut flight => o,
+                            () = self.cancel.cancelled() => {
+                                // A shared account's flight may hold a claim: let it commit
+                                // or release (briefly), or the others wait `claim_ttl`.
+                                if self.svc.coordination.is_some() {
+                                    let _ = tokio::time::timeout(CLAIM_GRACE, flight).await;
+                                }
+                                break;
+                            }
+                        }
                     };
                     // A nudge (SIGUSR1) that arrived while this flight waited or was in the
                     // air is answered by it: one flight per account (SPEC §4). `Notify`
