@@ -131,4 +131,11 @@ fn two_instances_share_a_rotating_account_without_reuse_or_double_refresh() {
     let c = &status["accounts"][0]["coordination"];
     assert!(c["generation"].as_u64().unwrap() >= 8, "{status}");
     assert!(c["refreshed_by"].is_string(), "{status}");
+    assert!(c["record_generation"].as_u64().unwrap() >= 8, "{status}");
+    assert!(c["claim"].is_null(), "{status}");
+    let text = tokend_cmd(&["status", "-c", configs[0].to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("coordination: generation "), "{text}");
 }

@@ -98,6 +98,7 @@ pub async fn attempt(
         }
     };
     note(state, &record);
+    save_note(&svc.store, name, state);
     let now = SystemTime::now();
     let adopted = adopt(account, state, &record, now);
     if adopted {
@@ -211,6 +212,7 @@ pub async fn attempt(
     if commit(coord, name, &next, version).await {
         note(state, &next);
     }
+    save_note(&svc.store, name, state);
     Some(Outcome::Provider(attempt))
 }
 
@@ -419,4 +421,13 @@ fn note(state: &mut AccountState, record: &Record) {
         refreshed_by: record.refreshed_by.clone(),
         seen_ms: to_ms(SystemTime::now()),
     });
+}
+
+/// Writes the noted status for `status` (cheap, in place; a failure only costs display).
+fn save_note(store: &crate::state::StateStore, name: &str, state: &AccountState) {
+    if let Some(shared) = &state.coordination
+        && let Err(e) = store.save_shared(name, shared)
+    {
+        debug!(account = %name, error = %e, "cannot save the coordination status");
+    }
 }

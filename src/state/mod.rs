@@ -262,17 +262,43 @@ impl StateStore {
         account: &str,
         sinks: &BTreeMap<String, SinkStatus>,
     ) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let path = self.sinks_path(account);
         let json = serde_json::to_vec(sinks).map_err(io::Error::other)?;
+        self.rewrite_in_place(&format!("{account}.sinks"), &json)
+    }
+
+    /// Rewrites `<account>.shared`, what this instance last saw of the account's
+    /// coordination record (docs/HA.md), in place like the sink statuses: it is for
+    /// `status` only, and a torn read just falls back to the state file's copy.
+    pub fn save_shared(&self, account: &str, shared: &SharedStatus) -> io::Result<()> {
+        let json = serde_json::to_vec(shared).map_err(io::Error::other)?;
+        self.rewrite_in_place(&format!("{account}.shared"), &json)
+    }
+
+    /// Writes `bytes` over the file `name` in the state dir: no fsync, no rename.
+    fn rewrite_in_place(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join(name);
         let write = || -> io::Result<()> {
             let dir = self.opened(true)?.expect("created when missing");
-            let file = self.open_owned(&dir, &format!("{account}.sinks"))?;
-            file.write_all_at(&json, 0)?;
-            file.set_len(json.len() as u64)
+            let file = self.open_owned(&dir, name)?;
+            file.write_all_at(bytes, 0)?;
+            file.set_len(bytes.len() as u64)
         };
         write()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// The coordination status last written by [`save_shared`](Self::save_shared), if
+    /// readable and sane.
+    fn load_shared(&self, account: &str) -> Option<SharedStatus> {
+        let name = format!("{account}.shared");
+        for _ in 0..3 {
+            let text = self.read_text(&name).ok()??;
+            if let Ok(shared) = serde_json::from_str::<SharedStatus>(&text) {
+                return shared.check().is_ok().then_some(shared);
+            }
+        }
+        None
     }
 
     /// The sink statuses last written by [`save_sinks`](Self::save_sinks), if readable.
@@ -296,6 +322,9 @@ impl StateStore {
     fn with_sinks(&self, mut state: AccountState) -> AccountState {
         if let Some(sinks) = self.load_sinks(&state.account) {
             state.sinks = sinks;
+        }
+        if let Some(shared) = self.load_shared(&state.account) {
+            state.coordination = Some(shared);
         }
         state
     }

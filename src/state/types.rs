@@ -125,6 +125,30 @@ pub struct SharedStatus {
     pub seen_ms: u64,
 }
 
+impl SharedStatus {
+    /// Why this status (read from a file) cannot be shown, if it cannot: a time after
+    /// 9999-12-31 or an instance name that is not printable.
+    pub fn check(&self) -> Result<(), String> {
+        let names = [self.claim_instance.as_deref(), self.refreshed_by.as_deref()];
+        if names
+            .into_iter()
+            .flatten()
+            .any(|n| !crate::bounds::printable_name(n))
+        {
+            return Err("an instance name is not printable".into());
+        }
+        let times = [self.claim_since_ms, Some(self.seen_ms)];
+        if times
+            .into_iter()
+            .flatten()
+            .any(|ms| ms > crate::bounds::MAX_TIME_MS)
+        {
+            return Err("a time is after 9999-12-31".into());
+        }
+        Ok(())
+    }
+}
+
 /// How the last attempt failed, as far as the refresh policy (`crate::account::policy`)
 /// cares; saved so a restart keeps a rejected-credentials wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,15 +260,7 @@ impl AccountState {
             times.extend([s.last_write_ms, s.holds_expires_at_ms, s.last_error_ms]);
         }
         if let Some(c) = &self.coordination {
-            times.extend([c.claim_since_ms, Some(c.seen_ms)]);
-            let names = [c.claim_instance.as_deref(), c.refreshed_by.as_deref()];
-            if names
-                .into_iter()
-                .flatten()
-                .any(|n| !crate::bounds::printable_name(n))
-            {
-                return Err("an instance name is not printable".into());
-            }
+            c.check()?;
         }
         if times.into_iter().any(too_late) {
             return Err("a time is after 9999-12-31".into());
