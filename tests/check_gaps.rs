@@ -220,6 +220,61 @@ fn check_refuses_an_unknown_durability() {
 }
 
 #[test]
+fn check_locates_coordination_mistakes_and_prints_the_store() {
+    // Proves: `[daemon.coordination]` (issue 14) is validated like every other table: an
+    // unknown store, a claim that could not cover an account's requests, and a bad instance
+    // name are errors at their file:line:column; a good table is printed by `check`.
+    let dir = TestDir::new("gap-coordination");
+    let table = "[daemon.coordination]\nstore = \"vault\"\naddress = \"http://127.0.0.1:8200\"\nmount = \"secret\"\nprefix = \"tokend/t\"\nauth = { token = { env = \"HOME\" } }\n";
+    let cases = [
+        (
+            "store = \"vault\"",
+            "store = \"etcd\"",
+            "daemon.coordination.store",
+            "\"etcd\" is not a coordination store",
+        ),
+        (
+            "prefix = \"tokend/t\"",
+            "prefix = \"tokend/t\"\nclaim_ttl = \"20s\"",
+            "daemon.coordination.claim_ttl",
+            "too short for an account timeout of 15s",
+        ),
+        (
+            "prefix = \"tokend/t\"",
+            "prefix = \"tokend/t\"\ninstance = \"a\\nb\"",
+            "daemon.coordination.instance",
+            "printable",
+        ),
+        (
+            "prefix = \"tokend/t\"",
+            "prefix = \"tokend/t\"\nclaim_ttl = \"2h\"",
+            "daemon.coordination.claim_ttl",
+            "out of range",
+        ),
+    ];
+    for (i, (from, to, key, needle)) in cases.into_iter().enumerate() {
+        let text = format!("{}\n{}", table.replace(from, to), account("a", "", ""));
+        let cfg = dir.write(&format!("t{i}.toml"), &text);
+        let field = key.rsplit('.').next().unwrap();
+        let line = line_of(&text, &format!("{field} = "));
+        assert_refused(&check(&cfg), &cfg, line, key, needle);
+    }
+    let good = dir.write(
+        "ok.toml",
+        &format!("{table}instance = \"host-a\"\n\n{}", account("a", "", "")),
+    );
+    let run = check(&good);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "coordination: shared with other instances through vault:secret/tokend/t as \"host-a\""
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn check_refuses_two_sinks_writing_one_file() {
     // Proves: two accounts whose file sinks name one file (spelled differently) are refused,
     // and the error names both locations.
