@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::VaultSink;
+use super::api::{ApiError, Session};
 use super::write::Failed;
 use crate::sink::SinkError;
 
@@ -32,52 +33,54 @@ impl VaultSink {
     /// Reads `<mount>/<path>/<sub>` (the sink's `path` is the prefix).
     pub async fn kv_get(&self, sub: &str) -> Result<KvRecord, SinkError> {
         let path = format!("{}/{sub}", self.path);
-        let mut session = self.keeper.token().await?;
-        let mut fresh = false;
-        loop {
-            match self.api.kv_read(&session, &self.mount, &path).await {
-                Ok(current) => {
-                    return Ok(KvRecord {
-                        version: current.version,
-                        data: current.data,
-                    });
-                }
-                Err(e) => match self.failed(e) {
-                    Failed::Forbidden(_) if !fresh => {
-                        fresh = true;
-                        session = self.keeper.reauth(&session).await?;
-                    }
-                    Failed::Forbidden(detail) => return Err(self.forbidden(&path, &detail)),
-                    Failed::Other(e) => return Err(e),
-                },
-            }
-        }
+        let path = path.as_str();
+        self.authed(path, |session| async move {
+            let current = self.api.kv_read(&session, &self.mount, path).await?;
+            Ok(KvRecord {
+                version: current.version,
+                data: current.data,
+            })
+        })
+        .await
     }
 
     /// Writes `data` to `<mount>/<path>/<sub>` if its current version is `cas` (0: create).
     /// Vault answers a check-and-set mismatch with 400, which is [`CasWrite::Conflict`].
     pub async fn kv_cas(&self, sub: &str, data: &Value, cas: u64) -> Result<CasWrite, SinkError> {
         let path = format!("{}/{sub}", self.path);
+        let path = path.as_str();
+        self.authed(path, |session| async move {
+            match self
+                .api
+                .kv_write(&session, &self.mount, path, data, cas)
+                .await
+            {
+                Ok(version) => Ok(CasWrite::Written(version)),
+                Err(ApiError::Status { status: 400, .. }) => Ok(CasWrite::Conflict),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Runs `call` with the sink's Vault token, once more with a new token after a 403, and
+    /// classifies its errors like the sink's own writes.
+    async fn authed<'a, T, F, Fut>(&'a self, path: &str, call: F) -> Result<T, SinkError>
+    where
+        F: Fn(Session) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>> + 'a,
+    {
         let mut session = self.keeper.token().await?;
         let mut fresh = false;
         loop {
-            match self
-                .api
-                .kv_write(&session, &self.mount, &path, data, cas)
-                .await
-            {
-                Ok(version) => return Ok(CasWrite::Written(version)),
-                Err(super::api::ApiError::Status { status: 400, .. }) => {
-                    return Ok(CasWrite::Conflict);
+            match call(session.clone()).await.map_err(|e| self.failed(e)) {
+                Ok(value) => return Ok(value),
+                Err(Failed::Forbidden(_)) if !fresh => {
+                    fresh = true;
+                    session = self.keeper.reauth(&session).await?;
                 }
-                Err(e) => match self.failed(e) {
-                    Failed::Forbidden(_) if !fresh => {
-                        fresh = true;
-                        session = self.keeper.reauth(&session).await?;
-                    }
-                    Failed::Forbidden(detail) => return Err(self.forbidden(&path, &detail)),
-                    Failed::Other(e) => return Err(e),
-                },
+                Err(Failed::Forbidden(detail)) => return Err(self.forbidden(path, &detail)),
+                Err(Failed::Other(e)) => return Err(e),
             }
         }
     }
