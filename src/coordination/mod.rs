@@ -108,7 +108,10 @@ impl CoordinationConfig {
             return None;
         }
         Some(Coordinator {
-            store: Arc::new(VaultStore { kv }),
+            store: Arc::new(VaultStore {
+                kv,
+                in_flight: tokio::sync::Semaphore::new(STORE_CONCURRENCY),
+            }),
             instance: instance?,
             nonce: hex::encode(rand::random::<[u8; 8]>()),
             claim_ttl,
@@ -187,11 +190,17 @@ pub trait Store: Send + Sync {
 /// with `cas` (docs/HA.md has the policy that limits tokend to the prefix).
 pub struct VaultStore {
     kv: VaultSink,
+    /// Bounds requests in flight: a start reads every account's record at once.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Requests to the coordination store in flight at most (all accounts together).
+pub const STORE_CONCURRENCY: usize = 32;
 
 impl Store for VaultStore {
     fn read<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<Stored, String>> {
         Box::pin(async move {
+            let _permit = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
             crate::observability::metrics::metrics().store_request("read");
             let kv = self.kv.kv_get(account).await.map_err(|e| e.to_string())?;
             Ok(Stored {
@@ -208,6 +217,7 @@ impl Store for VaultStore {
         cas: u64,
     ) -> BoxFuture<'a, Result<Written, String>> {
         Box::pin(async move {
+            let _permit = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
             crate::observability::metrics::metrics().store_request("write");
             match self.kv.kv_cas(account, &record.to_value(), cas).await {
                 Ok(CasWrite::Written(v)) => Ok(Written::Version(v)),
