@@ -10,6 +10,9 @@
 //!   (`provider::validate`: preset merging, templates, oauth2).
 //! - [`sink`] — file, Vault and AWS Secrets Manager sinks behind one enum; each sink's
 //!   config builds (and checks) its sink.
+//! - [`coordination`] — several instances sharing accounts (docs/HA.md): the store trait
+//!   and its Vault KV v2 implementation (on the vault sink's client), the record, and the
+//!   protocol's pure decisions (`coordination::decide`).
 //! - [`settings`] — the whole config assembled above those three: `settings::load` (files,
 //!   includes), `settings::account` (one account), cross-account checks, the state
 //!   fingerprint and the reload diff → [`settings::Config`].
@@ -24,7 +27,7 @@
 //!   store, and what a file holds (`state::types`).
 //! - [`account`] — obtain → persist → publish → notify for one account; `account::policy`
 //!   makes every refresh-timing decision (pure), `account::task` is the daemon's loop per
-//!   account.
+//!   account, `account::shared` the coordinated attempt (claim, adopt, commit).
 //! - [`board`] — the readiness board the account tasks write and `/readyz` reads (a leaf).
 //! - [`daemon`] — `tokend run`: supervisor, reload, `daemon::signals`, `daemon::watch`,
 //!   sd_notify.
