@@ -25,6 +25,7 @@ use tokend::emulator::{Emulator, Fault, Options, PASSWORD, Provider, USERNAME};
 
 use crate::support::faketime;
 use crate::support::ha::{Cluster, ClusterSpec, MOUNT, Record, file_token, read_record, runtime};
+use crate::support::moto::Moto;
 use crate::support::openbao::OpenBao;
 use crate::support::process::TokendProcess;
 use crate::support::proxy::{Link, Proxy};
@@ -101,10 +102,12 @@ impl Fixture {
         );
         if let Some(monitor) = self.monitor.borrow_mut().as_mut() {
             monitor.record(record.as_ref(), &self.emu);
-            let sink = self
+            let vault = self
                 .rt
                 .block_on(self.bao.read_secret(MOUNT, &monitor.sink_path));
-            monitor.sink(sink.map(|(_, doc)| doc), &self.emu);
+            monitor.sink("vault", vault.map(|(_, doc)| doc), &self.emu);
+            let aws = self.rt.block_on(monitor.aws_document());
+            monitor.sink("aws", aws, &self.emu);
         }
         record
     }
@@ -521,26 +524,30 @@ fn two_instances_with_clocks_30s_apart_never_double_refresh() {
 // 4. No rollback
 // ---------------------------------------------------------------------------------------
 
-/// Notes every step backwards of the record and of the published Vault secret, as seen
-/// by each read of the record ([`Fixture::record`]).
+/// Notes every step backwards of the record and of the published Vault and AWS secrets,
+/// as seen by each read of the record ([`Fixture::record`]).
 struct Monotonic {
     sink_path: String,
+    aws: aws_sdk_secretsmanager::Client,
     record_version: u64,
     generation: u64,
     record_issued: Option<Instant>,
     sink_issued: Option<Instant>,
+    aws_issued: Option<Instant>,
     samples: usize,
     violations: Vec<String>,
 }
 
 impl Monotonic {
-    fn new(sink_path: &str) -> Monotonic {
+    fn new(sink_path: &str, aws: aws_sdk_secretsmanager::Client) -> Monotonic {
         Monotonic {
             sink_path: sink_path.to_string(),
+            aws,
             record_version: 0,
             generation: 0,
             record_issued: None,
             sink_issued: None,
+            aws_issued: None,
             samples: 0,
             violations: Vec::new(),
         }
@@ -586,22 +593,61 @@ impl Monotonic {
         self.record_issued = self.record_issued.max(issued);
     }
 
-    fn sink(&mut self, doc: Option<serde_json::Value>, emu: &Emulator) {
+    /// One look at a published `json` document (`which`: "vault", "aws").
+    fn sink(&mut self, which: &str, doc: Option<serde_json::Value>, emu: &Emulator) {
         let Some(doc) = doc else { return };
         let issued = Monotonic::issued(emu, doc["access_token"].as_str());
-        if let (Some(now), Some(seen)) = (issued, self.sink_issued)
+        let last = if which == "aws" {
+            &mut self.aws_issued
+        } else {
+            &mut self.sink_issued
+        };
+        if let (Some(now), Some(seen)) = (issued, *last)
             && now < seen
         {
             self.violations.push(format!(
-                "the vault sink went back to a token issued {:?} earlier",
+                "the {which} sink went back to a token issued {:?} earlier",
                 seen - now
             ));
         }
-        self.sink_issued = self.sink_issued.max(issued);
+        *last = (*last).max(issued);
+    }
+
+    /// The AWSCURRENT value of the AWS sink's secret, if it exists yet.
+    async fn aws_document(&self) -> Option<serde_json::Value> {
+        let out = self
+            .aws
+            .get_secret_value()
+            .secret_id(&self.sink_path)
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_str(out.secret_string()?).ok()
     }
 }
 
-/// How the claimer of a refresh is taken out in [`a_stale_writer_never_rolls_the_store_or_the_vault_sink_back`].
+/// An AWS client on `moto` with the test keys the instances use too.
+async fn aws_client(moto: &Moto) -> aws_sdk_secretsmanager::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(AWS_REGION))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            AWS_KEYS.0,
+            AWS_KEYS.1,
+            None,
+            None,
+            "tokend-ha-tests",
+        ))
+        .endpoint_url(moto.endpoint())
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&sdk)
+}
+
+/// The region and keys of the AWS sink in the rollback test (moto takes any).
+const AWS_REGION: &str = "us-east-1";
+const AWS_KEYS: (&str, &str) = ("AKIATOKENDHATESTS000", "tokend-ha-tests-secret-key");
+
+/// How the claimer of a refresh is taken out in [`a_stale_writer_never_rolls_the_store_or_the_published_secrets_back`].
 #[derive(Debug, Clone, Copy)]
 enum Stall {
     /// SIGSTOP while its provider request is held, SIGCONT after the others took over: it
@@ -612,12 +658,12 @@ enum Stall {
 }
 
 #[test]
-fn a_stale_writer_never_rolls_the_store_or_the_vault_sink_back() {
+fn a_stale_writer_never_rolls_the_store_or_the_published_secrets_back() {
     // Proves (issue 14): a claimer that stalls (SIGSTOP, like a long GC pause) or dies
     // while its refresh is at the provider, so that the others take over after claim_ttl,
-    // never moves the record's generation, its KV version or the published Vault secret
-    // back to an older token when it wakes or restarts; no spent refresh token is
-    // presented, and every instance ends on the record's token.
+    // never moves the record's generation, its KV version, the published Vault secret or
+    // the AWS secret (moto) back to an older token when it wakes or restarts; no spent
+    // refresh token is presented, and every instance ends on the record's token.
     let lifetime = Duration::from_secs(10);
     let prefix = "tokend/ha-rollback";
     let sink_path = "published/ha-rollback/zarv";
@@ -625,20 +671,34 @@ fn a_stale_writer_never_rolls_the_store_or_the_vault_sink_back() {
     // Room for a provider answer held 1.5 s inside the request timeout.
     spec.timeout = "2s".into();
     spec.claim_ttl = "5s".into();
+    let moto = Moto::start();
     spec.extra_sinks = format!(
         "\n[[account.sink]]\ntype = \"vault\"\naddress = \"{{store}}\"\nmount = \"{MOUNT}\"\n\
-         path = \"{sink_path}\"\nauth = {{ token = \"root\" }}\n"
+         path = \"{sink_path}\"\nauth = {{ token = \"root\" }}\n\
+         \n[[account.sink]]\ntype = \"aws_secrets_manager\"\nsecret_id = \"{sink_path}\"\n\
+         region = \"{AWS_REGION}\"\nendpoint_url = \"{}\"\ncreate = true\n",
+        moto.endpoint()
     );
+    spec.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), AWS_KEYS.0.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), AWS_KEYS.1.into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ];
     let mut f = Fixture::new("ha-rollback", lifetime, spec, 3, &[]);
     f.cluster.start_all();
     f.wait_converged(1, WAIT);
+    let aws = f.rt.block_on(aws_client(&moto));
 
-    *f.monitor.borrow_mut() = Some(Monotonic::new(sink_path));
+    *f.monitor.borrow_mut() = Some(Monotonic::new(sink_path, aws));
     for stall in [Stall::Pause, Stall::Kill] {
         stale_writer_round(&mut f, stall);
     }
     let monotonic = f.monitor.borrow_mut().take().expect("monitor");
     assert!(monotonic.samples > 20, "only {} samples", monotonic.samples);
+    assert!(
+        monotonic.sink_issued.is_some() && monotonic.aws_issued.is_some(),
+        "the Vault or AWS sink was never written"
+    );
     assert!(
         monotonic.violations.is_empty(),
         "rolled back: {:#?}",
@@ -656,7 +716,7 @@ fn a_stale_writer_never_rolls_the_store_or_the_vault_sink_back() {
     }
 }
 
-/// One round of [`a_stale_writer_never_rolls_the_store_or_the_vault_sink_back`].
+/// One round of [`a_stale_writer_never_rolls_the_store_or_the_published_secrets_back`].
 fn stale_writer_round(f: &mut Fixture, stall: Stall) {
     let g = f.generation();
     let sent: Vec<u64> = f

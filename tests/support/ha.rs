@@ -52,6 +52,8 @@ pub struct ClusterSpec {
     pub extra_sinks: String,
     /// Extra lines for `[daemon]`.
     pub daemon_extra: String,
+    /// Extra environment of every instance (e.g. AWS test keys for an AWS sink).
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterSpec {
@@ -65,6 +67,7 @@ impl ClusterSpec {
             timeout: "1s".to_string(),
             extra_sinks: String::new(),
             daemon_extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -413,9 +416,11 @@ format = "json"
 
     /// Starts instance `k` (again, after a kill): `tokend run` under its skew, if any.
     pub fn start(&mut self, k: usize) {
+        let spec_env = self.spec.env.clone();
         let i = &mut self.instances[k];
         assert!(!i.is_running(), "{} is already running", i.name);
         let mut cmd = TokendProcess::run_command(&i.config);
+        cmd.envs(spec_env);
         if let Some(offset) = &i.skew {
             super::faketime::skew(&mut cmd, offset);
         }
