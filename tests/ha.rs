@@ -1093,7 +1093,7 @@ fn record_helper_reads_the_kv_record_and_survives_seal_and_unseal() {
         Some(json!({"data": {
             "generation": 7,
             "tokens": {"access_token": access},
-            "claim_instance": "i1",
+            "claim": {"instance": "i1", "nonce": "n", "since_ms": 0},
             "refreshed_by": "i2",
         }})),
     ));

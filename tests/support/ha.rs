@@ -47,6 +47,9 @@ pub struct ClusterSpec {
     pub claim_ttl: String,
     /// The account's HTTP `timeout` (claim_ttl must be at least twice this plus 1 s).
     pub timeout: String,
+    /// `timeout` of `[daemon.coordination]`, per store request: short, so a partitioned
+    /// instance notices within the test (the default is 30 s).
+    pub store_timeout: String,
     /// Extra `[[account.sink]]` tables (written after the file sink); `{store}` is
     /// replaced by the instance's store URL (through its proxy).
     pub extra_sinks: String,
@@ -65,6 +68,7 @@ impl ClusterSpec {
             account: "zarv".to_string(),
             claim_ttl: "3s".to_string(),
             timeout: "1s".to_string(),
+            store_timeout: "2s".to_string(),
             extra_sinks: String::new(),
             daemon_extra: String::new(),
             env: Vec::new(),
@@ -232,10 +236,12 @@ impl Record {
             .unwrap_or_else(|| panic!("record without a generation: {}", self.redacted()))
     }
 
-    /// The instance holding the claim, if any.
+    /// The instance holding the claim, if any (`claim.instance`, or a flat
+    /// `claim_instance`).
     pub fn claim_instance(&self) -> Option<String> {
-        self.data["claim_instance"]
+        self.data["claim"]["instance"]
             .as_str()
+            .or_else(|| self.data["claim_instance"].as_str())
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     }
@@ -379,6 +385,7 @@ prefix = "{prefix}"
 auth = {{ token = "root" }}
 claim_ttl = "{claim_ttl}"
 instance = "{name}"
+timeout = "{store_timeout}"
 
 [[account]]
 name = "{account}"
@@ -398,6 +405,7 @@ format = "json"
             daemon_extra = spec.daemon_extra,
             prefix = spec.prefix,
             claim_ttl = spec.claim_ttl,
+            store_timeout = spec.store_timeout,
             name = i.name,
             account = spec.account,
             timeout = spec.timeout,
