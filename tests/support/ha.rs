@@ -2,8 +2,12 @@
 //! store (a real OpenBao), for the HA tests of issue 14 (`tests/ha.rs`).
 //!
 //! Each instance has its own directory, state dir, config, metrics listener and `json` file
-//! sink, and reaches the store and the provider emulator through a [`Proxy`] of its own, so
-//! a test can partition one instance and see whether it sent anything to the provider.
+//! sink, and reaches the store through a [`Proxy`] of its own, so a test can partition one
+//! instance from the store. The provider is reached directly, at the same `base_url` for
+//! every instance: the account's fingerprint covers its provider settings, and instances
+//! whose fingerprints differ never adopt each other's tokens (each would log in on its
+//! own). Which instance called the provider is therefore read from the store (the claim)
+//! and from the emulator's counters against the record's generations.
 //! Instances keep their `instance` name across kills and restarts, as a host or a
 //! StatefulSet pod does. One may run with its wall clock skewed ([`super::faketime`]).
 //!
@@ -90,8 +94,6 @@ pub struct Instance {
     pub sink: PathBuf,
     /// Its link to the store.
     pub store: Proxy,
-    /// Its link to the provider emulator.
-    pub provider: Proxy,
     /// libfaketime offset of its wall clock, if any.
     pub skew: Option<String>,
     /// How often it was started.
@@ -334,7 +336,6 @@ impl Cluster {
                     state: home.join("state"),
                     sink: home.join("out/zarv.json"),
                     store: Proxy::for_url(&store_url),
-                    provider: Proxy::for_url(&provider_url),
                     skew: skews.get(k).copied().flatten().map(str::to_string),
                     starts: 0,
                     process: None,
@@ -359,12 +360,12 @@ impl Cluster {
 
     /// The config of instance `k`: its state dir, text logs, a metrics listener on a free
     /// port, the shared `[daemon.coordination]` through its store proxy, and the account
-    /// through its provider proxy with a `json` file sink.
+    /// (identical on every instance) with a `json` file sink.
     pub fn config_text(&self, k: usize) -> String {
         let i = &self.instances[k];
         let spec = &self.spec;
         let store = i.store.url(&self.store_url);
-        let base_url = i.provider.url(&self.provider_url);
+        let base_url = &self.provider_url;
         format!(
             r#"[daemon]
 state_dir = "{state}"
