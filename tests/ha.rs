@@ -769,7 +769,7 @@ fn an_instance_cut_off_from_the_store_never_refreshes_and_adopts_the_new_generat
     // past its own refresh point, while the other two commit a new generation; once the
     // link heals it takes that generation from the store without a provider call
     // (tokend_coordination_adopted_total), and counted store errors while cut.
-    let lifetime = Duration::from_secs(8);
+    let lifetime = Duration::from_secs(10);
     let mut f = Fixture::new(
         "ha-partition",
         lifetime,
@@ -805,16 +805,16 @@ fn an_instance_cut_off_from_the_store_never_refreshes_and_adopts_the_new_generat
     f.cluster.instances[0].store.cut();
     let cut_at = Instant::now();
 
-    // i0 stays cut past its own refresh point, until its token is nearly gone, and at
-    // least until the other two have committed the next generation.
-    let heal_at = expires - Duration::from_secs(3);
+    // i0 stays cut until it has tried the store at its refresh point and counted the
+    // failure, and the other two have committed the next generation; all well before
+    // its token expires.
     loop {
         let now = Instant::now();
         f.cluster.assert_none_exited();
-        assert_eq!(
-            wasted(&f),
-            0,
-            "a provider request {:?} after the cut made no generation (i0 called the \
+        // One refresh of the others may be between the provider and its commit.
+        assert!(
+            wasted(&f) <= 1,
+            "{:?} after the cut, two provider requests made no generation (i0 called the \
              provider?); {}",
             now - cut_at,
             f.stats_line()
@@ -826,12 +826,16 @@ fn an_instance_cut_off_from_the_store_never_refreshes_and_adopts_the_new_generat
         );
         f.assert_no_reuse("during the partition");
         f.assert_no_revoked_file("during the partition");
-        if now >= heal_at && f.generation() > generation_at_cut {
+        let committed = f.generation() > generation_at_cut;
+        let noticed = f.store_errors(0) > errors_before;
+        if committed && noticed {
             break;
         }
         assert!(
-            now + Duration::from_secs(1) < expires,
-            "the other instances made no new generation within the held token's life"
+            now + Duration::from_secs(2) < expires,
+            "{:?} into the partition, with the held token nearly expired: the others \
+             committed a new generation: {committed}; i0 counted a store error: {noticed}",
+            now - cut_at
         );
         std::thread::sleep(TICK);
     }
@@ -849,28 +853,25 @@ fn an_instance_cut_off_from_the_store_never_refreshes_and_adopts_the_new_generat
             .is_some_and(|t| t != held && record.access_tokens(&f.emu).contains(&t))
     });
     let adopted_after = healed_at.elapsed();
-    assert_eq!(
-        wasted(&f),
-        0,
-        "a provider request made no generation around the heal: i0 called the provider \
-         instead of adopting the record; {}",
-        f.stats_line()
-    );
     assert!(
         adopted(&mut f) > adopted_before,
         "tokend_coordination_adopted_total of i0 did not move"
-    );
-    assert!(
-        f.store_errors(0) > errors_before,
-        "i0 counted no store error while cut off"
     );
     eprintln!(
         "cut for {:?}; adopted {adopted_after:?} after healing",
         healed_at - cut_at
     );
-    // The other two kept the account fresh: everyone ends on a newer generation.
+    // The other two kept the account fresh: everyone ends on a newer generation, and
+    // with that commit settled every provider request since the cut is a generation.
     let g = f.generation();
     f.wait_converged(g + 1, WAIT);
+    assert_eq!(
+        wasted(&f),
+        0,
+        "a provider request since the cut made no generation: i0 called the provider \
+         (while cut, or instead of adopting the record after the heal); {}",
+        f.stats_line()
+    );
     f.assert_no_reuse("after the partition");
     f.cluster.assert_all_running();
 }
