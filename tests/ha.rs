@@ -236,6 +236,29 @@ impl Fixture {
             .expires_at
     }
 
+    /// Makes the provider act on the next request at once but hold its answer for
+    /// `hold` (the refresh token is spent by then), and returns the instance whose claim
+    /// stands on the record meanwhile: the claimer, waiting for that answer.
+    fn claimer_at_provider(&mut self, hold: Duration, context: &str) -> usize {
+        let faults = self.emu.stats(Provider::Zarv).faults;
+        self.emu
+            .fail_next(Provider::Zarv, 1, Fault::DelayAnswer(hold));
+        let wait = self.lifetime;
+        wait_for("the next refresh to reach the provider", wait, || {
+            self.emu.stats(Provider::Zarv).faults > faults
+        });
+        let claim = self.record().and_then(|r| r.claim_instance());
+        self.cluster
+            .instances
+            .iter()
+            .position(|i| claim.as_ref().is_some_and(|c| c.starts_with(&i.name)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "a refresh is at the provider but the record's claim is {claim:?}; {context}"
+                )
+            })
+    }
+
     /// `tokend_coordination_store_errors_total{account}` of instance `k`.
     fn store_errors(&mut self, k: usize) -> f64 {
         let account = self.cluster.spec.account.clone();
@@ -276,7 +299,8 @@ fn one_instance_requests(elapsed: Duration, interval: Duration) -> f64 {
 #[test]
 fn three_instances_under_random_kills_refresh_once_per_interval_and_never_reuse() {
     // Proves (issue 14): three instances on one prefix keep a rotating Zarv account fresh
-    // while a random one is SIGKILLed and restarted every few seconds: no spent refresh
+    // while a random one (or, a third of the time, the one whose refresh is at the
+    // provider) is SIGKILLed and restarted every few seconds: no spent refresh
     // token is ever presented (no family revoked), the provider sees about what one
     // instance makes, a new token always arrives before the last one expired, and at the
     // end every instance's file holds a token `whoami` accepts.
@@ -309,7 +333,16 @@ fn three_instances_under_random_kills_refresh_once_per_interval_and_never_reuse(
             Duration::from_millis(schedule.random_range(1500..4500)),
             &context,
         );
-        let victim = schedule.random_range(0..f.cluster.instances.len());
+        // A random instance at a random moment rarely dies mid-refresh (the claim stands
+        // for milliseconds), so every third kill, on average, waits for the next refresh
+        // to reach the provider, which spends the refresh token and holds its answer
+        // 800 ms, and kills the claimer meanwhile: whoever takes over must not send that
+        // refresh token again.
+        let victim = if schedule.random_range(0..3) == 0 {
+            f.claimer_at_provider(Duration::from_millis(800), &context)
+        } else {
+            schedule.random_range(0..f.cluster.instances.len())
+        };
         f.cluster.instances[victim].kill();
         let claimed = f
             .record()
@@ -720,26 +753,8 @@ fn a_stale_writer_never_rolls_the_store_or_the_published_secrets_back() {
 /// One round of [`a_stale_writer_never_rolls_the_store_or_the_published_secrets_back`].
 fn stale_writer_round(f: &mut Fixture, stall: Stall) {
     let g = f.generation();
-    let faults = f.emu.stats(Provider::Zarv).faults;
-    // The next provider request (the next refresh, whoever claims it) is held 1.5 s.
-    f.emu
-        .fail_next(Provider::Zarv, 1, Fault::Delay(Duration::from_millis(1500)));
-    wait_for(
-        "the next refresh to reach the provider",
-        f.lifetime * 2,
-        || f.emu.stats(Provider::Zarv).faults > faults,
-    );
-    // The claimer is the instance named by the claim on the record: a claim is taken
-    // before the provider is called and stands until the commit.
-    let claim = f.record().and_then(|r| r.claim_instance());
-    let claimer = f
-        .cluster
-        .instances
-        .iter()
-        .position(|i| claim.as_ref().is_some_and(|c| c.starts_with(&i.name)))
-        .unwrap_or_else(|| {
-            panic!("a refresh is at the provider but the record's claim is {claim:?}")
-        });
+    // The next refresh, whoever claims it, is held 1.5 s at the provider.
+    let claimer = f.claimer_at_provider(Duration::from_millis(1500), &format!("{stall:?}"));
     match stall {
         Stall::Pause => f.cluster.instances[claimer].signal(Signal::SIGSTOP),
         Stall::Kill => f.cluster.instances[claimer].kill(),
@@ -971,6 +986,48 @@ fn emulator_zarv_reuse_of_a_rotated_refresh_token_revokes_the_whole_family() {
     assert_eq!((s.spent_refresh_reuses, s.families_revoked), (3, 1));
     assert_eq!(whoami_status(&emu, &c1), 200);
     assert_eq!(whoami_status(&emu, &c2), 200);
+}
+
+#[test]
+fn emulator_delay_answer_spends_the_refresh_token_even_if_the_client_gives_up() {
+    // Proves the kill test's tool: with DelayAnswer the provider has acted before the
+    // client hears back, so a client that gives up (or is killed) has spent its refresh
+    // token, and sending it again is a reuse; Delay, by contrast, spends nothing.
+    let emu = emulator(Duration::from_secs(60));
+    let refresh_url = format!(
+        "{}/api/v1/authentication/refresh",
+        emu.base_url(Provider::Zarv)
+    );
+    let impatient = |token: &str| {
+        crate::support::block_on(async {
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .expect("client")
+                .post(&refresh_url)
+                .json(&json!({"refreshToken": token}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.is_timeout())
+        })
+    };
+    let (_, r1) = zarv(&emu, None).expect("login");
+    emu.fail_next(Provider::Zarv, 1, Fault::Delay(Duration::from_secs(2)));
+    assert_eq!(impatient(&r1), Err(true));
+    wait_for("the abandoned request to end", WAIT, || {
+        emu.stats(Provider::Zarv).in_flight == 0
+    });
+    let (_, r2) = zarv(&emu, Some(&r1)).expect("Delay spent nothing");
+    emu.fail_next(
+        Provider::Zarv,
+        1,
+        Fault::DelayAnswer(Duration::from_secs(2)),
+    );
+    assert_eq!(impatient(&r2), Err(true));
+    assert_eq!(zarv(&emu, Some(&r2)), Err(401), "DelayAnswer spent it");
+    let s = emu.stats(Provider::Zarv);
+    assert_eq!((s.spent_refresh_reuses, s.families_revoked), (1, 1));
 }
 
 /// A GET through `proxy` to the emulator's whoami with a short client timeout: the status,

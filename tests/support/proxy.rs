@@ -227,19 +227,21 @@ async fn forward(
             return;
         }
         tokio::select! {
+            // Counted before they are passed on, so whoever sees them arrive sees them
+            // counted too.
             read = client.read(&mut from_client) => {
                 let Ok(n @ 1..) = read else { return };
+                counters.up.fetch_add(n as u64, Ordering::SeqCst);
                 if server.write_all(&from_client[..n]).await.is_err() {
                     return;
                 }
-                counters.up.fetch_add(n as u64, Ordering::SeqCst);
             }
             read = server.read(&mut from_server) => {
                 let Ok(n @ 1..) = read else { return };
+                counters.down.fetch_add(n as u64, Ordering::SeqCst);
                 if client.write_all(&from_server[..n]).await.is_err() {
                     return;
                 }
-                counters.down.fetch_add(n as u64, Ordering::SeqCst);
             }
             // A change of the link is looked at before the next read.
             changed = link.changed() => {
