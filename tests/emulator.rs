@@ -337,7 +337,8 @@ async fn hubsoft_errors_are_league_oauth2_json() {
 
 #[tokio::test]
 async fn zarv_refresh_token_rotates_and_each_reuse_is_counted() {
-    // Proves Zarv's rotation: the spent refresh token is refused with 401 and counted.
+    // Proves Zarv's rotation: the spent refresh token is refused with 401 and counted, and
+    // (reuse detection, issue 14) the reuse revokes the family: the rotated token dies too.
     let emulator = start();
     let base = emulator.base_url(Provider::Zarv);
     let (status, login) = zarv_login(&emulator).await;
@@ -362,10 +363,11 @@ async fn zarv_refresh_token_rotates_and_each_reuse_is_counted() {
         json!({"refreshToken": rotated["refreshToken"]}),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked with its family");
     let (status, _) = post_json(&refresh_url, json!({"refreshToken": "never-issued"})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(emulator.stats(Provider::Zarv).spent_refresh_reuses, 2);
+    let stats = emulator.stats(Provider::Zarv);
+    assert_eq!((stats.spent_refresh_reuses, stats.families_revoked), (2, 1));
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod daemon;
 mod emulator;
 mod fs_attacks;
 mod fuzz_regressions;
+mod ha;
 mod hardening;
 mod hostile;
 mod listener;

@@ -36,6 +36,10 @@ pub enum Fault {
     /// timeout, it looks like a hung server. If the client gives up first, its closed
     /// connection ends the request and nothing is issued (hyper drops the handler).
     Delay(Duration),
+    /// Handles the request at once (tokens are issued, a refresh token is spent), then
+    /// holds the answer this long: a client killed meanwhile has made its provider call
+    /// but never learns the result, the case a rotating refresh token must survive.
+    DelayAnswer(Duration),
     /// Closes the connection without writing any response.
     Drop,
     /// 200 with `Content-Type: application/json` and a body that is not JSON.
@@ -108,6 +112,11 @@ pub(crate) async fn inject(State(api): State<Api>, request: Request, next: Next)
         Fault::Delay(delay) => {
             tokio::time::sleep(delay).await;
             next.run(request).await
+        }
+        Fault::DelayAnswer(delay) => {
+            let response = next.run(request).await;
+            tokio::time::sleep(delay).await;
+            response
         }
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -329,6 +329,18 @@ impl Emulator {
             .store(reject, Ordering::SeqCst);
     }
 
+    /// Switches reuse detection for `provider`: while on, presenting a refresh token that
+    /// was already spent revokes its whole family, every access and refresh token
+    /// descended from the same login (OAuth 2.0 Security BCP, RFC 9700 §4.14.2), and
+    /// [`StatsSnapshot::families_revoked`] counts it. On for Zarv from the start, as Zarv
+    /// does it; off for the others.
+    pub fn set_reuse_revokes_family(&self, provider: Provider, on: bool) {
+        self.shared
+            .provider(provider)
+            .reuse_revokes_family
+            .store(on, Ordering::SeqCst);
+    }
+
     /// Sets the lifetime of access tokens issued from now on (see [`Options`]).
     pub fn set_access_lifetime(&self, lifetime: Duration) {
         self.shared

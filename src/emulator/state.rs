@@ -55,6 +55,8 @@ pub(crate) struct Shared {
 pub(crate) struct ProviderState {
     pub(crate) stats: Stats,
     pub(crate) reject_credentials: AtomicBool,
+    /// Reuse detection: a spent refresh token presented again revokes its family.
+    pub(crate) reuse_revokes_family: AtomicBool,
     pub(crate) last_request: Mutex<Option<RequestRecord>>,
     faults: Mutex<FaultPlan>,
 }
@@ -67,14 +69,20 @@ impl ProviderState {
 
 impl Shared {
     pub(crate) fn new(options: &Options) -> Shared {
-        Shared {
+        let shared = Shared {
             access_lifetime_secs: AtomicU64::new(whole_secs(options.access_lifetime)),
             refresh_lifetime_secs: AtomicU64::new(whole_secs(options.refresh_lifetime)),
             itflex_cookie_only: AtomicBool::new(options.itflex_cookie_only),
             providers: Default::default(),
             tokens: Mutex::new(TokenStore::default()),
             fault_rng: Mutex::new(StdRng::seed_from_u64(options.fault_seed)),
-        }
+        };
+        // Zarv's rule (issue 14): reusing a rotated refresh token revokes its family.
+        shared
+            .provider(Provider::Zarv)
+            .reuse_revokes_family
+            .store(true, Ordering::SeqCst);
+        shared
     }
 
     pub(crate) fn provider(&self, provider: Provider) -> &ProviderState {
@@ -114,6 +122,9 @@ pub(crate) struct IssueSpec<'a> {
     pub(crate) client_id: Option<&'a str>,
     /// OAuth2: the granted scope, kept for a later refresh.
     pub(crate) scope: Option<&'a str>,
+    /// The family of the refresh token just spent ([`token::Redeemed::family`]); `None`
+    /// for a login, which starts a new family.
+    pub(crate) family: Option<token::Family>,
 }
 
 /// Tokens just issued, with their lifetimes in seconds.
@@ -173,7 +184,8 @@ impl Api {
     }
 
     /// Spends a refresh token of this provider (see [`TokenStore::redeem`]) and counts
-    /// an attempt to spend one twice.
+    /// an attempt to spend one twice; with reuse detection on, that attempt also revokes
+    /// the token's whole family.
     pub(crate) fn redeem(
         &self,
         token: &str,
@@ -181,7 +193,10 @@ impl Api {
         requested_scope: Option<&str>,
         revoke_paired_access: bool,
     ) -> Result<token::Redeemed, token::Refused> {
-        let result = self.shared.tokens().redeem(
+        // One lock for the check and the revocation: no refresh of the family can slip
+        // in between.
+        let mut store = self.shared.tokens();
+        let result = store.redeem(
             self.provider,
             token,
             client_id,
@@ -194,6 +209,12 @@ impl Api {
                 .spent_refresh_reuses
                 .fetch_add(1, Ordering::SeqCst);
             tracing::debug!(provider = %self.provider, "emulator saw a spent refresh token reused");
+            if self.state().reuse_revokes_family.load(Ordering::SeqCst)
+                && store.revoke_family_of(self.provider, token)
+            {
+                self.stats().families_revoked.fetch_add(1, Ordering::SeqCst);
+                tracing::debug!(provider = %self.provider, "emulator revoked a token family");
+            }
         }
         result
     }
@@ -209,11 +230,13 @@ impl Api {
             .map(|format| token::mint(format, self.provider, spec.subject, refresh_expires_in));
         let mut store = self.shared.tokens();
         store.prune(now);
+        let family = spec.family.unwrap_or_else(|| store.new_family());
         store.insert_access(
             self.provider,
             &access_token,
             spec.subject,
             now + Duration::from_secs(expires_in),
+            family,
         );
         if let Some(refresh) = &refresh_token {
             store.insert_refresh(
@@ -225,6 +248,7 @@ impl Api {
                     spec.client_id,
                     spec.scope,
                     now + Duration::from_secs(refresh_expires_in),
+                    family,
                 ),
             );
         }

@@ -20,6 +20,7 @@ pub(crate) struct Stats {
     pub(crate) issued: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) spent_refresh_reuses: AtomicU64,
+    pub(crate) families_revoked: AtomicU64,
     pub(crate) resource_requests: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -46,6 +47,9 @@ pub struct StatsSnapshot {
     /// Presentations of a refresh token that had already been exchanged (rotation
     /// violated). A correct client keeps this at 0.
     pub spent_refresh_reuses: u64,
+    /// Token families (a login and every token refreshed from it) revoked because one of
+    /// their spent refresh tokens was presented again (reuse detection, on for Zarv).
+    pub families_revoked: u64,
     /// Calls to the protected resource (`whoami`); not part of `requests`.
     pub resource_requests: u64,
     /// Token-endpoint requests in progress right now.
@@ -103,6 +107,7 @@ impl Stats {
             issued: get(&self.issued),
             rejected: get(&self.rejected),
             spent_refresh_reuses: get(&self.spent_refresh_reuses),
+            families_revoked: get(&self.families_revoked),
             resource_requests: get(&self.resource_requests),
             in_flight: get(&self.in_flight),
             max_in_flight: get(&self.max_in_flight),

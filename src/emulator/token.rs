@@ -3,8 +3,14 @@
 //!
 //! Spent refresh tokens are kept (as long as an hour after their expiry) so that a reuse
 //! is recognised and counted instead of passing as "unknown".
+//!
+//! Every token belongs to a family: a login starts one, and the tokens a refresh issues
+//! join the family of the refresh token it spent. A provider with reuse detection (Zarv;
+//! OAuth 2.0 Security BCP, RFC 9700 §4.14.2) answers a reused refresh token by revoking
+//! the whole family ([`TokenStore::revoke_family_of`]), which is what makes a double
+//! refresh by two tokend instances visible as dead tokens, not only as a counter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -71,7 +77,11 @@ struct AccessEntry {
     subject: String,
     expires_at: Instant,
     revoked: bool,
+    family: Family,
 }
+
+/// The login a token descends from ([`TokenStore::new_family`]).
+pub(crate) type Family = u64;
 
 /// A refresh token as the store keeps it.
 pub(crate) struct RefreshEntry {
@@ -83,6 +93,7 @@ pub(crate) struct RefreshEntry {
     scope: Option<String>,
     expires_at: Instant,
     state: RefreshState,
+    family: Family,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +111,7 @@ impl RefreshEntry {
         client_id: Option<&str>,
         scope: Option<&str>,
         expires_at: Instant,
+        family: Family,
     ) -> RefreshEntry {
         RefreshEntry {
             provider,
@@ -109,6 +121,7 @@ impl RefreshEntry {
             scope: scope.map(str::to_owned),
             expires_at,
             state: RefreshState::Active,
+            family,
         }
     }
 }
@@ -118,6 +131,8 @@ impl RefreshEntry {
 pub(crate) struct Redeemed {
     pub(crate) subject: String,
     pub(crate) scope: Option<String>,
+    /// The family the new tokens join.
+    pub(crate) family: Family,
 }
 
 /// Why a refresh token was refused.
@@ -148,15 +163,26 @@ fn scope_within(requested: &str, granted: Option<&str>) -> bool {
 pub(crate) struct TokenStore {
     access: HashMap<String, AccessEntry>,
     refresh: HashMap<String, RefreshEntry>,
+    /// The last family handed out by [`TokenStore::new_family`].
+    last_family: Family,
+    /// Families revoked for a reuse, so each is counted once.
+    revoked_families: HashSet<Family>,
 }
 
 impl TokenStore {
+    /// A family for the tokens of a new login.
+    pub(crate) fn new_family(&mut self) -> Family {
+        self.last_family += 1;
+        self.last_family
+    }
+
     pub(crate) fn insert_access(
         &mut self,
         provider: Provider,
         token: &str,
         subject: &str,
         expires_at: Instant,
+        family: Family,
     ) {
         self.access.insert(
             token.to_owned(),
@@ -165,6 +191,7 @@ impl TokenStore {
                 subject: subject.to_owned(),
                 expires_at,
                 revoked: false,
+                family,
             },
         );
     }
@@ -230,6 +257,7 @@ impl TokenStore {
             scope: requested_scope
                 .map(str::to_owned)
                 .or_else(|| entry.scope.clone()),
+            family: entry.family,
         };
         if revoke_paired_access {
             let paired = entry.paired_access.clone();
@@ -250,6 +278,29 @@ impl TokenStore {
                 entry.state = RefreshState::Revoked;
             }
         }
+    }
+
+    /// Reuse detection: revokes every access and refresh token of the family `token` (a
+    /// refresh token of `provider`) belongs to. Returns true the first time a family is
+    /// revoked this way, so the caller counts families, not reuses.
+    pub(crate) fn revoke_family_of(&mut self, provider: Provider, token: &str) -> bool {
+        let Some(family) = self
+            .refresh
+            .get(token)
+            .filter(|e| e.provider == provider)
+            .map(|e| e.family)
+        else {
+            return false;
+        };
+        for entry in self.access.values_mut().filter(|e| e.family == family) {
+            entry.revoked = true;
+        }
+        for entry in self.refresh.values_mut().filter(|e| e.family == family) {
+            if entry.state == RefreshState::Active {
+                entry.state = RefreshState::Revoked;
+            }
+        }
+        self.revoked_families.insert(family)
     }
 
     /// Forgets tokens an hour past expiry, so a long demo does not grow without bound.
@@ -282,7 +333,7 @@ mod tests {
     fn access_info_reports_expiry_and_revocation_of_valid_and_dead_tokens() {
         let mut store = TokenStore::default();
         let now = Instant::now();
-        store.insert_access(Provider::Zarv, "a1", "demo", now);
+        store.insert_access(Provider::Zarv, "a1", "demo", now, 1);
         assert_eq!(store.access_info(Provider::Zarv, "a1"), Some((now, false)));
         assert_eq!(store.access_info(Provider::Hubsoft, "a1"), None);
         assert_eq!(store.access_info(Provider::Zarv, "never-issued"), None);
@@ -311,10 +362,10 @@ mod tests {
         let mut store = TokenStore::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        store.insert_access(Provider::Hubsoft, "a1", "demo", later);
+        store.insert_access(Provider::Hubsoft, "a1", "demo", later, 1);
         store.insert_refresh(
             "r1",
-            RefreshEntry::new(Provider::Hubsoft, "demo", "a1", Some("c"), None, later),
+            RefreshEntry::new(Provider::Hubsoft, "demo", "a1", Some("c"), None, later, 1),
         );
         assert_eq!(
             store
@@ -347,7 +398,7 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
         let entry =
-            |scope| RefreshEntry::new(Provider::Oauth2, "demo", "a", Some("c"), scope, later);
+            |scope| RefreshEntry::new(Provider::Oauth2, "demo", "a", Some("c"), scope, later, 1);
         store.insert_refresh("r1", entry(Some("read write")));
         let refused = store.redeem(
             Provider::Oauth2,
@@ -372,11 +423,11 @@ mod tests {
         let soon = now + Duration::from_secs(1);
         store.insert_refresh(
             "r1",
-            RefreshEntry::new(Provider::Zarv, "demo", "a", None, None, soon),
+            RefreshEntry::new(Provider::Zarv, "demo", "a", None, None, soon, 1),
         );
         store.insert_refresh(
             "r2",
-            RefreshEntry::new(Provider::Zarv, "demo", "a", None, None, soon),
+            RefreshEntry::new(Provider::Zarv, "demo", "a", None, None, soon, 1),
         );
         store.revoke_all(Provider::Zarv);
         assert_eq!(
@@ -387,13 +438,84 @@ mod tests {
         );
         store.insert_refresh(
             "r3",
-            RefreshEntry::new(Provider::Zarv, "demo", "a", None, None, soon),
+            RefreshEntry::new(Provider::Zarv, "demo", "a", None, None, soon, 1),
         );
         assert_eq!(
             store
                 .redeem(Provider::Zarv, "r3", None, None, false, soon)
                 .unwrap_err(),
             Refused::Expired
+        );
+    }
+
+    #[test]
+    fn a_reused_refresh_token_revokes_its_family_once_and_no_other() {
+        let mut store = TokenStore::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        // Family 1: login (a1, r1), then a refresh spent r1 and issued (a2, r2).
+        let one = store.new_family();
+        store.insert_access(Provider::Zarv, "a1", "demo", later, one);
+        store.insert_refresh(
+            "r1",
+            RefreshEntry::new(Provider::Zarv, "demo", "a1", None, None, later, one),
+        );
+        let grant = store
+            .redeem(Provider::Zarv, "r1", None, None, false, now)
+            .unwrap();
+        assert_eq!(grant.family, one, "a refresh keeps the family");
+        store.insert_access(Provider::Zarv, "a2", "demo", later, grant.family);
+        store.insert_refresh(
+            "r2",
+            RefreshEntry::new(
+                Provider::Zarv,
+                "demo",
+                "a2",
+                None,
+                None,
+                later,
+                grant.family,
+            ),
+        );
+        // Family 2: another login, untouched by family 1's fate.
+        let two = store.new_family();
+        assert_ne!(one, two);
+        store.insert_access(Provider::Zarv, "b1", "demo", later, two);
+        store.insert_refresh(
+            "s1",
+            RefreshEntry::new(Provider::Zarv, "demo", "b1", None, None, later, two),
+        );
+
+        assert_eq!(
+            store
+                .redeem(Provider::Zarv, "r1", None, None, false, now)
+                .unwrap_err(),
+            Refused::Spent
+        );
+        assert!(
+            !store.revoke_family_of(Provider::Hubsoft, "r1"),
+            "other provider"
+        );
+        assert!(store.revoke_family_of(Provider::Zarv, "r1"));
+        assert!(
+            !store.revoke_family_of(Provider::Zarv, "r1"),
+            "a family is revoked (and counted) once"
+        );
+        for access in ["a1", "a2"] {
+            assert!(store.access_subject(Provider::Zarv, access, now).is_none());
+        }
+        assert_eq!(
+            store
+                .redeem(Provider::Zarv, "r2", None, None, false, now)
+                .unwrap_err(),
+            Refused::Revoked,
+            "the descendant refresh token dies with its family"
+        );
+        assert!(store.access_subject(Provider::Zarv, "b1", now).is_some());
+        assert!(
+            store
+                .redeem(Provider::Zarv, "s1", None, None, false, now)
+                .is_ok()
         );
     }
 }

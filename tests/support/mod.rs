@@ -1,15 +1,20 @@
 //! Test support: temporary directories, condition waiting, the real `tokend` binary as a
 //! child process (`process::TokendProcess`), and launchers for the real servers (OpenBao,
-//! moto, an OAuth2 authorization server) installed by `scripts/install-test-deps`.
+//! moto, an OAuth2 authorization server) installed by `scripts/install-test-deps`; for
+//! the HA tests, a cuttable loopback proxy (`proxy`), libfaketime (`faketime`) and a
+//! cluster of instances on one coordination store (`ha`).
 
 #![allow(dead_code)]
 
+pub mod faketime;
+pub mod ha;
 pub mod hostile;
 pub mod interpose;
 pub mod moto;
 pub mod oauth_server;
 pub mod openbao;
 pub mod process;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

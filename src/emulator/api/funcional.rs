@@ -401,6 +401,7 @@ fn execute(api: &Api, operation: &Operation, variables: &Map<String, Value>) -> 
             refresh: None,
             client_id: None,
             scope: None,
+            family: None,
         });
         let mut token = Map::new();
         for sub in field.selection.iter().flatten() {

@@ -109,7 +109,7 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
             None,
         ));
     }
-    let subject = if grant.as_deref() == Some("password") {
+    let (subject, family) = if grant.as_deref() == Some("password") {
         let Some(username) = param(&params, "username") else {
             return missing(&api, "username");
         };
@@ -124,13 +124,13 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
                 None,
             ));
         }
-        username
+        (username, None)
     } else {
         let Some(refresh_token) = param(&params, "refresh_token") else {
             return missing(&api, "refresh_token");
         };
         match api.redeem(&refresh_token, Some(&client_id), None, true) {
-            Ok(grant) => grant.subject,
+            Ok(grant) => (grant.subject, Some(grant.family)),
             Err(refused) => {
                 // league's hints (RefreshTokenGrant::validateOldRefreshToken).
                 let hint = match refused {
@@ -154,6 +154,7 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
         refresh: Some(TokenFormat::Passport),
         client_id: Some(&client_id),
         scope: None,
+        family,
     });
     json(
         StatusCode::OK,

@@ -51,6 +51,7 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
         refresh: None,
         client_id: None,
         scope: None,
+        family: None,
     });
     let body = if api.shared.itflex_cookie_only.load(Ordering::SeqCst) {
         json!({"refresh_token": key})

@@ -156,14 +156,14 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
         ));
     }
 
-    let (subject, granted_scope, with_refresh) = match param("grant_type") {
+    let (subject, granted_scope, with_refresh, family) = match param("grant_type") {
         None => return api.reject(invalid_request("grant_type is required")),
         Some("client_credentials") => {
             api.stats().logins.fetch_add(1, Ordering::Relaxed);
             if api.credentials_rejected() {
                 return api.reject(invalid_client("client authentication failed"));
             }
-            (client_id.clone(), scope.map(str::to_owned), false)
+            (client_id.clone(), scope.map(str::to_owned), false, None)
         }
         Some("password") => {
             api.stats().logins.fetch_add(1, Ordering::Relaxed);
@@ -173,7 +173,7 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
             if !api.password_ok(username, password) {
                 return api.reject(invalid_grant("invalid resource owner credentials"));
             }
-            (username.to_owned(), scope.map(str::to_owned), true)
+            (username.to_owned(), scope.map(str::to_owned), true, None)
         }
         Some("refresh_token") => {
             api.stats().refreshes.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +181,7 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
                 return api.reject(invalid_request("refresh_token is required"));
             };
             match api.redeem(refresh_token, Some(&client_id), scope, false) {
-                Ok(grant) => (grant.subject, grant.scope, true),
+                Ok(grant) => (grant.subject, grant.scope, true, Some(grant.family)),
                 Err(Refused::ScopeExceeded) => {
                     return api.reject(error(
                         StatusCode::BAD_REQUEST,
@@ -216,6 +216,7 @@ pub(crate) async fn token(State(api): State<Api>, headers: HeaderMap, body: Byte
         refresh: with_refresh.then_some(TokenFormat::Opaque { parts: 1 }),
         client_id: Some(&client_id),
         scope: granted_scope.as_deref(),
+        family,
     });
     let mut body = json!({
         "access_token": issued.access_token,

@@ -41,6 +41,7 @@ pub(crate) async fn login(State(api): State<Api>, headers: HeaderMap, body: Byte
         refresh: None,
         client_id: None,
         scope: None,
+        family: None,
     });
     json(
         StatusCode::OK,

@@ -5,7 +5,9 @@
 //! `refreshToken` is accepted, as SPEC §3 says.
 //!
 //! The refresh token rotates: the spent one is refused with 401 forever after, and each
-//! such reuse is counted. Errors follow NestJS (`{"statusCode", "message"}`), which the
+//! such reuse is counted. Like many rotating servers (OAuth 2.0 Security BCP, RFC 9700
+//! §4.14.2), a reuse also revokes the whole token family: every access and refresh token
+//! descended from that login (on by default, `Emulator::set_reuse_revokes_family`). Errors follow NestJS (`{"statusCode", "message"}`), which the
 //! camel-case fields suggest; the document only promises 401 for bad credentials and
 //! invalid or expired tokens.
 
@@ -19,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::{json, json_object, record_json, str_field};
 use crate::emulator::state::{Api, IssueSpec, TokenFormat};
+use crate::emulator::token::Family;
 
 /// A NestJS-style error body.
 fn nest_error(status: StatusCode, message: Value) -> Response {
@@ -29,14 +32,16 @@ fn nest_error(status: StatusCode, message: Value) -> Response {
     json(status, body)
 }
 
-/// Issues a new pair and answers with it.
-fn issue(api: &Api, subject: &str) -> Response {
+/// Issues a new pair and answers with it: in a new family for a login, in the spent
+/// refresh token's `family` for a refresh.
+fn issue(api: &Api, subject: &str, family: Option<Family>) -> Response {
     let issued = api.issue(IssueSpec {
         subject,
         access: TokenFormat::Jwt,
         refresh: Some(TokenFormat::Jwt),
         client_id: None,
         scope: None,
+        family,
     });
     json(
         StatusCode::OK,
@@ -72,7 +77,7 @@ pub(crate) async fn login(State(api): State<Api>, headers: HeaderMap, bytes: Byt
     if !api.password_ok(username, password) {
         return api.reject(nest_error(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     }
-    issue(&api, username)
+    issue(&api, username, None)
 }
 
 /// `POST /zarv/api/v1/authentication/refresh`.
@@ -97,7 +102,7 @@ pub(crate) async fn refresh(State(api): State<Api>, headers: HeaderMap, bytes: B
         ));
     };
     match api.redeem(refresh_token, None, None, false) {
-        Ok(grant) => issue(&api, &grant.subject),
+        Ok(grant) => issue(&api, &grant.subject, Some(grant.family)),
         Err(_) => api.reject(nest_error(StatusCode::UNAUTHORIZED, "Unauthorized".into())),
     }
 }
