@@ -100,6 +100,12 @@ pub async fn attempt(
     note(state, &record);
     save_note(&svc.store, name, state);
     let now = SystemTime::now();
+    if record.tokens.is_some()
+        && record.generation > state.generation
+        && !account.fingerprint.matches(&record.fingerprint)
+    {
+        warn!(account = %name, generation = record.generation, refreshed_by = record.refreshed_by.as_deref().unwrap_or(""), "the coordination record holds tokens of other account settings (provider, base_url or credentials differ between instances); not adopting them: every instance must configure the account identically");
+    }
     let adopted = adopt(account, state, &record, now);
     if adopted {
         m.adopted(name);

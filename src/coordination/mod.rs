@@ -94,7 +94,9 @@ impl CoordinationConfig {
             namespace: self.namespace.clone(),
             ca_file: self.ca_file.clone(),
             tls_server_name: self.tls_server_name.clone(),
-            timeout: self.timeout.clone(),
+            // A store that does not answer within seconds is down for this purpose: the
+            // vault sink's 30 s default would stall every claim of a partitioned instance.
+            timeout: Some(self.timeout.clone().unwrap_or_else(|| "5s".into())),
             auth: self.auth.clone(),
         };
         let kv = sink.build_at(
