@@ -979,7 +979,8 @@ fn render_counts(counts: &[(Tool, Result<Counted, String>)]) -> String {
                     format!("{} accounts, {} s tokens", c.accounts, c.lifetime_s),
                     run(&c.short),
                     run(&c.long),
-                    num(c.per_refresh(), 1),
+                    // Ir in whole instructions; system calls to a tenth.
+                    num(c.per_refresh(), usize::from(*tool == Tool::Strace)),
                     num(c.fixed(), 0),
                 ]);
                 if *tool == Tool::Strace {
