@@ -44,6 +44,7 @@ use common::machine;
 use common::process::Tokend;
 use common::report::Table;
 use common::tap::{Outcome, Record, Tap};
+use common::tmpfs::Tmpfs;
 use tokend::emulator::{Emulator, Fault, Options, Provider};
 
 /// Token lifetime: short, so there are many refreshes; with `min_margin = 4s` a token is
@@ -299,24 +300,6 @@ struct EditStats {
     unresolved: BTreeMap<EditKind, u32>,
 }
 
-/// Unmounts the tmpfs on drop, whatever happened.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = std::process::Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let minutes: f64 = common::arg("--minutes").map_or(10.0, |v| v.parse().expect("--minutes N"));
     let n: usize = common::arg("--accounts").map_or(24, |v| v.parse().expect("--accounts N"));
@@ -350,21 +333,12 @@ fn main() -> ExitCode {
 
     // The tmpfs sink directory (root only); without it, say so and go on.
     let full_dir = dir.join("full");
-    std::fs::create_dir_all(&full_dir).expect("create tmpfs dir");
-    let mount = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs"])
-        .arg(&full_dir)
-        .output();
-    let (mount, mount_note) = match mount {
-        Ok(o) if o.status.success() => (Some(Mount(full_dir.clone())), "64 KiB tmpfs".to_string()),
-        Ok(o) => (
-            None,
-            format!(
-                "NOT exercised: mount failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-        ),
-        Err(e) => (None, format!("NOT exercised: cannot run mount: {e}")),
+    let (mount, mount_note) = match Tmpfs::mount(&full_dir, "64k") {
+        Ok(m) => (Some(m), "64 KiB tmpfs".to_string()),
+        Err(e) => {
+            std::fs::create_dir_all(&full_dir).expect("create tmpfs dir");
+            (None, format!("NOT exercised: {e}"))
+        }
     };
 
     let providers = Provider::ALL;

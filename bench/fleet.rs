@@ -1,10 +1,14 @@
 //! `cargo bench --bench fleet`: the real release `tokend run` against the loopback
 //! emulator with N accounts (default 1, 100, 1000, 10000), plus the baselines a user
-//! would otherwise deploy (the seed docs' curl|jq and Python class), measured the same
-//! way. Prints Markdown tables (docs/BENCHMARKS.md explains every figure) and writes them
-//! to `target/tmp/tokend-bench/fleet-report.md`.
+//! would otherwise deploy (the seed docs' curl|jq and Python class, the latter also writing
+//! atomically with fsync), measured the same way, and instruction and system-call counts
+//! per refresh under valgrind and strace. Prints Markdown (docs/BENCHMARKS.md explains
+//! every figure) and writes it to `target/tmp/tokend-bench/fleet-report.md`.
 //!
-//! Per N, one daemon lives through these phases:
+//! Each N runs in two layouts: **deployed** (state on disk, token files on a tmpfs, as
+//! `/run/tokend` is deployed; the benchmark mounts one, or uses `/dev/shm` when not root)
+//! through every phase below, and **disk** (both on disk, the layout of the earlier runs)
+//! through phases 1 and 2 only. Per N and layout, one daemon lives through these phases:
 //! 1. cold start: time until every account's first token file is written, and `READY=1`;
 //!    the emulator's `max_in_flight` against `max_concurrent_requests` (default 32);
 //! 2. refresh load (token lifetime L(N), a few seconds): RSS, CPU per refresh, lateness
@@ -19,8 +23,10 @@
 //!
 //! Options: `--accounts 1,100,1000,10000`, `--window SECS` (load, default 30),
 //! `--idle SECS` (default 30), `--ms-per-account MS` (L(N) = max(3 s, N × MS), default 4),
-//! `--baseline-refreshes N` (default 300), `--quiet-wait-min M` (before each N, wait up to M
-//! minutes, default 40, for a 1-minute load below 0.5), `--no-wait` (don't wait).
+//! `--baseline-refreshes N` (default 300), `--counted-accounts N` (the valgrind and strace
+//! fleet, default 20; 0 skips them), `--quiet-wait-min M` (at most M minutes in all, default
+//! 10, spent waiting for a 1-minute load below 0.5 before each measurement), `--no-wait`
+//! (don't wait).
 
 mod common;
 
@@ -28,18 +34,43 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::baseline::{Baseline, PyWrite};
+use common::counted::{self, Counted, Tool};
 use common::fleet_config::{self, AccountSpec, DaemonSpec};
 use common::machine;
 use common::notify::NotifySocket;
 use common::process::{Tokend, delta};
 use common::report::{Table, num, percentile};
 use common::tap::Tap;
+use common::tmpfs::{self, Tmpfs};
 use tokend::emulator::{Emulator, Fault, Options, Provider};
 
-/// Everything measured for one N.
+/// Where the daemon's files live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Layout {
+    /// State on disk, token files on tmpfs: how tokend is deployed (`/run/tokend`).
+    #[default]
+    Deployed,
+    /// State and token files on disk: the layout of the runs before issue 16.
+    Disk,
+}
+
+impl Layout {
+    fn label(self) -> &'static str {
+        match self {
+            Layout::Deployed => "deployed",
+            Layout::Disk => "disk",
+        }
+    }
+}
+
+/// Everything measured for one N in one layout.
 #[derive(Debug, Default, Clone)]
 struct Fleet {
     n: usize,
+    layout: Layout,
+    /// Whether phases 3–6 ran (the deployed layout only).
+    full: bool,
     lifetime_s: u64,
     load_before: String,
     load_after: String,
@@ -78,7 +109,23 @@ struct Fleet {
     warnings: Vec<String>,
 }
 
+impl Fleet {
+    /// On-CPU µs per refresh in the load window (schedstat).
+    fn cpu_per_refresh_us(&self) -> f64 {
+        self.load_cpu_sched_s * 1e6 / self.load_refreshes as f64
+    }
+}
+
+/// Where the run's files live, and what that was.
+struct Places {
+    /// The tmpfs for the deployed layout's token files, or why there is none.
+    tmpfs: Result<Tmpfs, String>,
+    /// The scratch directory's filesystem (state files, disk-layout token files).
+    disk: String,
+}
+
 fn main() {
+    let run_started = Instant::now();
     let accounts: Vec<usize> = common::arg("--accounts")
         .unwrap_or_else(|| "1,100,1000,10000".into())
         .split(',')
@@ -88,30 +135,105 @@ fn main() {
     let idle = Duration::from_secs(parse_or("--idle", 30));
     let ms_per_account = parse_or("--ms-per-account", 4);
     let baseline_refreshes = parse_or("--baseline-refreshes", 300);
-    let wait = !std::env::args().any(|a| a == "--no-wait");
-    let wait_max = Duration::from_secs(60 * parse_or("--quiet-wait-min", 40));
+    let counted_accounts = parse_or("--counted-accounts", 20) as usize;
+    let budget = Duration::from_secs(60 * parse_or("--quiet-wait-min", 10));
+    let mut quiet = Quiet {
+        wait: !std::env::args().any(|a| a == "--no-wait"),
+        budget,
+        initial: budget,
+    };
     let root = common::scratch_dir("fleet");
+    let max_n = accounts.iter().copied().max().unwrap_or(1) as u64;
+    // A token file and its temporary sibling take a 4 KiB page each; the reload phase
+    // adds one file. Generous, as tmpfs only uses what is written.
+    let size = format!("{}m", 64 + max_n.saturating_mul(16) / 1024);
+    let places = Places {
+        tmpfs: Tmpfs::mount_or_shm(&root.join("tmpfs"), &size),
+        disk: tmpfs::mount_of(&root).map_or_else(
+            || "?".to_string(),
+            |(point, t, o)| format!("{t} on {point} ({o})"),
+        ),
+    };
     let mut out = String::new();
     out.push_str("## Machine\n\n");
     out.push_str(&machine::describe(&root));
     out.push_str(&format!(
-        "\ntokend binary: `{}` (release)\n\n",
-        common::process::tokend_binary().display()
+        "\ntokend binary: `{}` (release); commit {}\n\n",
+        common::process::tokend_binary().display(),
+        commit()
+    ));
+    out.push_str(&format!(
+        "Layouts: **deployed**: state files on {}, token files on {}; **disk**: both on the former.\n\n",
+        places.disk,
+        match &places.tmpfs {
+            Ok(t) => format!("{} ({})", t.path().display(), t.note),
+            Err(e) => format!("NOT MEASURED ({e})"),
+        }
     ));
     println!("{out}");
 
     common::baseline::install();
     let mut results = Vec::new();
     for &n in &accounts {
-        quiet(wait, wait_max);
         let lifetime = Duration::from_secs(3.max(n as u64 * ms_per_account / 1000));
-        let r = run_fleet(&root.join(format!("n{n}")), n, lifetime, window, idle);
+        if let Ok(t) = &places.tmpfs {
+            quiet.wait();
+            let tokens = t.path().join(format!("n{n}"));
+            let r = run_fleet(
+                &root.join(format!("n{n}-deployed")),
+                &tokens,
+                n,
+                lifetime,
+                window,
+                idle,
+                Layout::Deployed,
+            );
+            // Free the tmpfs for the next N.
+            let _ = std::fs::remove_dir_all(&tokens);
+            eprintln!("{r:#?}");
+            results.push(r);
+        }
+        quiet.wait();
+        let dir = root.join(format!("n{n}-disk"));
+        let r = run_fleet(&dir, &dir, n, lifetime, window, idle, Layout::Disk);
         eprintln!("{r:#?}");
         results.push(r);
     }
-    quiet(wait, wait_max);
-    let baselines = run_baselines(&root.join("baselines"), baseline_refreshes);
-    let report = render(&results, &baselines);
+    quiet.wait();
+    let baselines = run_baselines(
+        &root.join("baselines"),
+        places.tmpfs.as_ref().ok().map(Tmpfs::path),
+        baseline_refreshes,
+    );
+    let mut counts = Vec::new();
+    if counted_accounts > 0 {
+        for tool in [Tool::Callgrind, Tool::Strace] {
+            quiet.wait();
+            let dir = root.join(format!("counted-{}", tool.program()));
+            let tokens = places
+                .tmpfs
+                .as_ref()
+                .map_or_else(|_| dir.join("tokens"), |t| t.path().join(tool.program()));
+            eprintln!("== {counted_accounts} accounts under {}", tool.program());
+            counts.push((
+                tool,
+                counted::measure(
+                    tool,
+                    &dir,
+                    &tokens,
+                    counted_accounts,
+                    Duration::from_secs(3),
+                    (Duration::from_secs(10), Duration::from_secs(40)),
+                ),
+            ));
+        }
+    }
+    let mut report = render(&results, &baselines, &counts);
+    report.push_str(&format!(
+        "\nThe whole run took {:.1} min (of which {:.1} min waiting for a quiet machine).\n",
+        run_started.elapsed().as_secs_f64() / 60.0,
+        quiet.waited().as_secs_f64() / 60.0
+    ));
     out.push_str(&report);
     println!("{report}");
     let path = root
@@ -126,12 +248,45 @@ fn parse_or(name: &str, default: u64) -> u64 {
     common::arg(name).map_or(default, |v| v.parse().expect("a number"))
 }
 
-fn quiet(wait: bool, max: Duration) {
-    if wait {
-        let (load, ok) = machine::wait_quiet(0.5, max);
-        if !ok {
-            eprintln!("warning: machine still busy after {max:?} (load {load}); measuring anyway");
+/// The commit measured: `git describe` of the source tree, `-dirty` when it has changes.
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=10"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".into(),
+            |o| format!("`{}`", String::from_utf8_lossy(&o.stdout).trim()),
+        )
+}
+
+/// Waiting for a quiet machine, within one budget for the whole run, so the run's length
+/// stays bounded however busy the machine is.
+struct Quiet {
+    wait: bool,
+    /// What is left of the budget.
+    budget: Duration,
+    /// The budget at the start.
+    initial: Duration,
+}
+
+impl Quiet {
+    fn wait(&mut self) {
+        if !self.wait || self.budget.is_zero() {
+            return;
         }
+        let started = Instant::now();
+        let (load, ok) = machine::wait_quiet(0.5, self.budget);
+        self.budget = self.budget.saturating_sub(started.elapsed());
+        if !ok {
+            eprintln!("warning: machine still busy (load {load}); measuring anyway");
+        }
+    }
+
+    fn waited(&self) -> Duration {
+        self.initial.saturating_sub(self.budget)
     }
 }
 
@@ -148,16 +303,29 @@ fn name(i: usize) -> String {
     format!("a{i:05}")
 }
 
-fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: Duration) -> Fleet {
+/// One N in one layout: the token files under `tokens/` and `tokens-new/` of
+/// `token_root`, the rest under `dir`. Phases 3–6 in the deployed layout only.
+fn run_fleet(
+    dir: &Path,
+    token_root: &Path,
+    n: usize,
+    lifetime: Duration,
+    window: Duration,
+    idle: Duration,
+    layout: Layout,
+) -> Fleet {
     std::fs::create_dir_all(dir).expect("create fleet dir");
     let mut r = Fleet {
         n,
+        layout,
+        full: layout == Layout::Deployed,
         lifetime_s: lifetime.as_secs(),
         load_before: machine::load_string(),
         ..Fleet::default()
     };
     eprintln!(
-        "== N = {n}, token lifetime {lifetime:?}, load {}",
+        "== N = {n}, {} layout, token lifetime {lifetime:?}, load {}",
+        layout.label(),
         r.load_before
     );
     let emu = Emulator::start(Options {
@@ -180,11 +348,12 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
         timeout: "15s",
         retry_max: "5m",
     };
+    let token_path = |i: usize| token_root.join("tokens").join(format!("{}.token", name(i)));
     let mut specs: Vec<AccountSpec> = (0..n)
         .map(|i| AccountSpec {
             name: name(i),
             provider: Provider::Pontotel,
-            sinks: vec![format!("tokens/{}.token", name(i))],
+            sinks: vec![token_path(i).display().to_string()],
             ratio: None,
             timeout: None,
         })
@@ -198,7 +367,6 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
         "/tmp/tokend-bench-{}.notify",
         std::process::id()
     )));
-    let token_path = |i: usize| dir.join("tokens").join(format!("{}.token", name(i)));
 
     // 1. Cold start.
     let mut daemon_proc = Tokend::spawn(&config, &log, Some(notify.path()));
@@ -257,6 +425,11 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
             r.late.push(late);
         }
     }
+    if !r.full {
+        daemon_proc.terminate(Duration::from_secs(15));
+        r.load_after = machine::load_string();
+        return r;
+    }
 
     // 3. Idle: every account takes a 1-hour token, then nothing is due.
     emu.set_access_lifetime(Duration::from_secs(3600));
@@ -309,10 +482,10 @@ fn run_fleet(dir: &Path, n: usize, lifetime: Duration, window: Duration, idle: D
         .collect();
     let requests_before = emu.stats(Provider::Pontotel).requests;
     let log_offset = std::fs::metadata(&log).map_or(0, |m| m.len());
-    specs[changed].sinks = vec![format!("tokens-new/{}.token", name(changed))];
-    let new_sink = dir
+    let new_sink = token_root
         .join("tokens-new")
         .join(format!("{}.token", name(changed)));
+    specs[changed].sinks = vec![new_sink.display().to_string()];
     let text = fleet_config::render(&tap.url(), &daemon, &specs);
     let written = SystemTime::now();
     fleet_config::write(&config, &text);
@@ -389,25 +562,49 @@ fn reload_elapsed(log: &str) -> Option<u64> {
         .find_map(|v| v["fields"]["elapsed_ms"].as_u64())
 }
 
+/// The baselines, measured once (their cost does not depend on N).
 struct Baselines {
-    curl: common::baseline::Baseline,
-    python: common::baseline::Baseline,
+    curl: Baseline,
+    /// Python, plain write, token file on disk.
+    py_plain: Baseline,
+    /// Python, atomic write with fsync, token file on disk.
+    py_atomic_disk: Baseline,
+    /// Python, atomic write with fsync, token file on tmpfs (when there is one).
+    py_atomic_tmpfs: Option<Baseline>,
     load_before: String,
     load_after: String,
 }
 
-fn run_baselines(dir: &Path, refreshes: u64) -> Baselines {
+fn run_baselines(dir: &Path, tmpfs: Option<&Path>, refreshes: u64) -> Baselines {
+    use common::baseline::{curl_jq, python};
     std::fs::create_dir_all(dir).expect("create baseline dir");
     let load_before = machine::load_string();
     let emu = Emulator::start(Options::default()).expect("start emulator");
     let url = emu.base_url(Provider::Pontotel);
-    let curl = common::baseline::curl_jq(&url, &dir.join("curl.token"), refreshes);
-    let python = common::baseline::python(&url, &dir.join("python.token"), refreshes);
+    let curl = curl_jq(&url, &dir.join("curl.token"), refreshes);
+    let py_plain = python(&url, &dir.join("python.token"), refreshes, PyWrite::Plain);
+    let py_atomic_disk = python(
+        &url,
+        &dir.join("python-atomic.token"),
+        refreshes,
+        PyWrite::Atomic,
+    );
+    let py_atomic_tmpfs = tmpfs.map(|t| {
+        python(
+            &url,
+            &t.join("python-atomic.token"),
+            refreshes,
+            PyWrite::Atomic,
+        )
+    });
+    let runs = 3 + u64::from(py_atomic_tmpfs.is_some());
     let issued = emu.stats(Provider::Pontotel).issued;
-    assert!(issued >= 2 * refreshes, "baselines got {issued} tokens");
+    assert!(issued >= runs * refreshes, "baselines got {issued} tokens");
     Baselines {
         curl,
-        python,
+        py_plain,
+        py_atomic_disk,
+        py_atomic_tmpfs,
         load_before,
         load_after: machine::load_string(),
     }
@@ -417,10 +614,87 @@ fn mib(kb: u64) -> String {
     num(kb as f64 / 1024.0, 1)
 }
 
-fn render(rs: &[Fleet], b: &Baselines) -> String {
-    let mut s = String::new();
+/// µs of CPU per refresh of a baseline.
+fn per_refresh_us(b: &Baseline) -> f64 {
+    b.cpu_s * 1e6 / b.refreshes as f64
+}
+
+/// `met` or `**missed**`.
+fn verdict(met: bool) -> String {
+    if met {
+        "met".into()
+    } else {
+        "**missed**".into()
+    }
+}
+
+/// The issue 16 targets, from the deployed layout at 1 000 and 10 000 accounts.
+fn render_targets(rs: &[Fleet], b: &Baselines) -> String {
+    let deployed = |n: usize| {
+        rs.iter()
+            .find(|r| r.n == n && r.layout == Layout::Deployed && r.load_refreshes > 0)
+    };
+    let mut t = Table::new(&["target (issue 16)", "measured", "verdict"]);
+    let (curl, plain, atomic) = (
+        per_refresh_us(&b.curl),
+        per_refresh_us(&b.py_plain),
+        per_refresh_us(&b.py_atomic_disk),
+    );
+    match deployed(1000) {
+        Some(r) => {
+            let own = r.cpu_per_refresh_us();
+            t.row(&[
+                "CPU per refresh ≤ 500 µs at 1 000 accounts, deployed layout".into(),
+                format!("{} µs", num(own, 0)),
+                verdict(own <= 500.0),
+            ]);
+            t.row(&[
+                "≥ 100× below curl \\| jq".into(),
+                format!("{}× ({} µs)", num(curl / own, 1), num(curl, 0)),
+                verdict(curl / own >= 100.0),
+            ]);
+            t.row(&[
+                "≥ 4× below the Python loop without fsync".into(),
+                format!("{}× ({} µs)", num(plain / own, 1), num(plain, 0)),
+                verdict(plain / own >= 4.0),
+            ]);
+            t.row(&[
+                "(no target) below the Python loop writing atomically with fsync, on disk".into(),
+                format!("{}× ({} µs)", num(atomic / own, 1), num(atomic, 0)),
+                "–".into(),
+            ]);
+        }
+        None => t.row(&[
+            "CPU per refresh at 1 000 accounts, deployed layout".into(),
+            "not measured (needs 1000 in `--accounts` and a tmpfs)".into(),
+            "–".into(),
+        ]),
+    }
+    match deployed(10_000) {
+        Some(r) => {
+            let mb = r.idle_rss_kb as f64 * 1024.0 / 1e6;
+            t.row(&[
+                "RSS ≤ 64 MB at 10 000 accounts (idle)".into(),
+                format!("{} MiB = {} MB", mib(r.idle_rss_kb), num(mb, 1)),
+                verdict(mb <= 64.0),
+            ]);
+        }
+        None => t.row(&[
+            "RSS ≤ 64 MB at 10 000 accounts".into(),
+            "not measured (needs 10000 in `--accounts`)".into(),
+            "–".into(),
+        ]),
+    }
+    let mut s = String::from("## Targets (issue 16)\n\n");
+    s.push_str(t.render());
+    s
+}
+
+fn render(rs: &[Fleet], b: &Baselines, counts: &[(Tool, Result<Counted, String>)]) -> String {
+    let mut s = render_targets(rs, b);
     let mut t = Table::new(&[
         "accounts",
+        "layout",
         "token lifetime",
         "load before → after",
         "RSS idle (MiB)",
@@ -434,25 +708,37 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
         "of which kernel (stime)",
         "sd_notify messages per refresh",
     ]);
-    let rss1 = rs.iter().find(|r| r.n == 1).map(|r| r.idle_rss_kb);
+    let rss1 = rs
+        .iter()
+        .find(|r| r.n == 1 && r.full)
+        .map(|r| r.idle_rss_kb);
     for r in rs {
         let per_account = match rss1 {
-            Some(base) if r.n > 1 => {
+            Some(base) if r.n > 1 && r.full => {
                 num((r.idle_rss_kb as f64 - base as f64) / (r.n - 1) as f64, 1)
             }
             _ => "–".into(),
         };
+        let (idle, split) = if r.full {
+            (
+                mib(r.idle_rss_kb),
+                format!("{} / {}", mib(r.idle_anon_kb), mib(r.idle_file_kb)),
+            )
+        } else {
+            ("–".into(), "–".into())
+        };
         t.row(&[
             r.n.to_string(),
+            r.layout.label().into(),
             format!("{} s", r.lifetime_s),
             format!("{} → {}", r.load_before, r.load_after),
-            mib(r.idle_rss_kb),
-            format!("{} / {}", mib(r.idle_anon_kb), mib(r.idle_file_kb)),
+            idle,
+            split,
             format!("{} ({})", mib(r.load_rss_kb), mib(r.load_rss_max_kb)),
             per_account,
             r.load_refreshes.to_string(),
             num(r.load_refreshes as f64 / r.load_wall_s, 1),
-            num(r.load_cpu_sched_s * 1e6 / r.load_refreshes as f64, 0),
+            num(r.cpu_per_refresh_us(), 0),
             num(r.load_cpu_ticks_s * 1e6 / r.load_refreshes as f64, 0),
             format!(
                 "{} %",
@@ -461,11 +747,12 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
             num(r.load_notify_messages as f64 / r.load_refreshes as f64, 2),
         ]);
     }
-    s.push_str("## Memory and CPU per refresh\n\n");
+    s.push_str("\n## Memory and CPU per refresh\n\n");
     s.push_str(t.render());
 
     let mut t = Table::new(&[
         "accounts",
+        "layout",
         "refreshes measured",
         "lateness p50 (ms)",
         "p99 (ms)",
@@ -475,6 +762,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
     for r in rs {
         t.row(&[
             r.n.to_string(),
+            r.layout.label().into(),
             r.late.len().to_string(),
             num(percentile(&r.late, 50.0), 2),
             num(percentile(&r.late, 99.0), 2),
@@ -484,7 +772,29 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
     }
     s.push_str("\n## Refresh lateness (arrival at the provider − due time)\n\n");
     s.push_str(t.render());
+    s.push_str(&render_full(rs));
+    s.push_str(&render_baselines(rs, b));
+    s.push_str(&render_counts(counts));
+    let warnings: Vec<String> = rs
+        .iter()
+        .flat_map(|r| {
+            r.warnings
+                .iter()
+                .map(move |w| format!("- N={} ({}): {w}", r.n, r.layout.label()))
+        })
+        .collect();
+    if !warnings.is_empty() {
+        s.push_str("\nWarnings:\n");
+        s.push_str(&warnings.join("\n"));
+        s.push('\n');
+    }
+    s
+}
 
+/// Phases 3–6, measured in the deployed layout only.
+fn render_full(rs: &[Fleet]) -> String {
+    let mut s = String::new();
+    let full: Vec<&Fleet> = rs.iter().filter(|r| r.full).collect();
     let mut t = Table::new(&[
         "accounts",
         "window (s)",
@@ -494,7 +804,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
         "CPU (ms, utime+stime)",
         "threads (alive, exited, started)",
     ]);
-    for r in rs {
+    for r in &full {
         t.row(&[
             r.n.to_string(),
             num(r.idle_wall_s, 1),
@@ -505,7 +815,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
             format!("{:?}", r.idle_threads),
         ]);
     }
-    s.push_str("\n## Idle cost (nothing due)\n\n");
+    s.push_str("\n## Idle cost (nothing due; deployed layout)\n\n");
     s.push_str(t.render());
 
     let mut t = Table::new(&[
@@ -520,7 +830,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
         "restart: logins",
         "restart: RSS (MiB)",
     ]);
-    for r in rs {
+    for r in &full {
         t.row(&[
             r.n.to_string(),
             num(r.cold_all_written_ms, 0),
@@ -534,7 +844,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
             mib(r.restart_rss_kb),
         ]);
     }
-    s.push_str("\n## Cold start and restart\n\n");
+    s.push_str("\n## Cold start and restart (deployed layout)\n\n");
     s.push_str(t.render());
 
     let mut t = Table::new(&[
@@ -545,7 +855,7 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
         "unchanged accounts' token files touched",
         "provider requests",
     ]);
-    for r in rs {
+    for r in &full {
         t.row(&[
             r.n.to_string(),
             r.reload_elapsed_ms.map_or("–".into(), |v| v.to_string()),
@@ -555,58 +865,146 @@ fn render(rs: &[Fleet], b: &Baselines) -> String {
             r.reload_requests.to_string(),
         ]);
     }
-    s.push_str("\n## Hot reload changing one account's sink\n\n");
+    s.push_str("\n## Hot reload changing one account's sink (deployed layout)\n\n");
     s.push_str(t.render());
+    s
+}
 
-    let per = |x: &common::baseline::Baseline| x.cpu_s * 1e6 / x.refreshes as f64;
-    let (curl, py) = (per(&b.curl), per(&b.python));
+/// The baselines, and tokend's CPU per refresh against each, per N and layout.
+fn render_baselines(rs: &[Fleet], b: &Baselines) -> String {
+    let mut s = String::new();
     let mut t = Table::new(&[
-        "what",
+        "baseline",
+        "token file on",
         "refreshes",
         "CPU per refresh (µs)",
         "RSS (MiB)",
-        "tokend is … × cheaper per refresh (per N)",
     ]);
-    let ratios = |base: f64| {
-        rs.iter()
-            .map(|r| {
-                let own = r.load_cpu_sched_s * 1e6 / r.load_refreshes as f64;
-                format!("N={}: {}×", r.n, num(base / own, 1))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     t.row(&[
         "curl \\| jq > file (seed docs), one pipeline per refresh".into(),
+        "disk".into(),
         b.curl.refreshes.to_string(),
-        num(curl, 0),
+        num(per_refresh_us(&b.curl), 0),
         format!("{} (largest process)", mib(b.curl.rss_kb)),
-        ratios(curl),
     ]);
-    t.row(&[
-        "Python `PontotelAuth` + requests, long-lived".into(),
-        b.python.refreshes.to_string(),
-        num(py, 0),
-        format!(
-            "{} idle, {} after",
-            mib(b.python.rss_idle_kb),
-            mib(b.python.rss_kb)
+    let python_rows = [
+        (
+            "Python `PontotelAuth` + requests, plain write (no fsync)",
+            "disk",
+            Some(&b.py_plain),
         ),
-        ratios(py),
-    ]);
+        (
+            "Python, atomic write with fsync (temporary file, fsync, rename, directory fsync)",
+            "disk",
+            Some(&b.py_atomic_disk),
+        ),
+        (
+            "Python, atomic write with fsync",
+            "tmpfs",
+            b.py_atomic_tmpfs.as_ref(),
+        ),
+    ];
+    for (what, on, run) in python_rows {
+        let Some(run) = run else { continue };
+        t.row(&[
+            what.into(),
+            on.into(),
+            run.refreshes.to_string(),
+            num(per_refresh_us(run), 0),
+            format!("{} idle, {} after", mib(run.rss_idle_kb), mib(run.rss_kb)),
+        ]);
+    }
     s.push_str(&format!(
         "\n## Baselines (load {} → {})\n\n",
         b.load_before, b.load_after
     ));
     s.push_str(t.render());
-    let warnings: Vec<String> = rs
-        .iter()
-        .flat_map(|r| r.warnings.iter().map(move |w| format!("- N={}: {w}", r.n)))
-        .collect();
-    if !warnings.is_empty() {
-        s.push_str("\nWarnings:\n");
-        s.push_str(&warnings.join("\n"));
-        s.push('\n');
+
+    let mut t = Table::new(&[
+        "accounts",
+        "layout",
+        "tokend CPU per refresh (µs)",
+        "× below curl \\| jq",
+        "× below Python, no fsync",
+        "× below Python, atomic + fsync, disk",
+        "× below Python, atomic + fsync, tmpfs",
+    ]);
+    let ratio = |base: Option<&Baseline>, own: f64| {
+        base.map_or("–".into(), |x| {
+            format!("{}×", num(per_refresh_us(x) / own, 1))
+        })
+    };
+    for r in rs {
+        let own = r.cpu_per_refresh_us();
+        t.row(&[
+            r.n.to_string(),
+            r.layout.label().into(),
+            num(own, 0),
+            ratio(Some(&b.curl), own),
+            ratio(Some(&b.py_plain), own),
+            ratio(Some(&b.py_atomic_disk), own),
+            ratio(b.py_atomic_tmpfs.as_ref(), own),
+        ]);
+    }
+    s.push_str("\n## tokend against the baselines (CPU per refresh)\n\n");
+    s.push_str(t.render());
+    s
+}
+
+/// The valgrind and strace counts.
+fn render_counts(counts: &[(Tool, Result<Counted, String>)]) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Counted per refresh (valgrind, strace; two runs, start-up cancelled)\n\n",
+    );
+    let mut t = Table::new(&[
+        "what",
+        "fleet",
+        "short run: window, tokens issued, count",
+        "long run: window, tokens issued, count",
+        "per refresh",
+        "start-up + shutdown",
+    ]);
+    let mut by_name = None;
+    for (tool, result) in counts {
+        match result {
+            Ok(c) => {
+                let run = |r: &counted::Run| {
+                    format!("{} s, {}, {}", num(r.window_s, 0), r.refreshes, r.total)
+                };
+                t.row(&[
+                    tool.what().into(),
+                    format!("{} accounts, {} s tokens", c.accounts, c.lifetime_s),
+                    run(&c.short),
+                    run(&c.long),
+                    // Ir in whole instructions; system calls to a tenth.
+                    num(c.per_refresh(), usize::from(*tool == Tool::Strace)),
+                    num(c.fixed(), 0),
+                ]);
+                if *tool == Tool::Strace {
+                    by_name = Some(c.per_refresh_by_name());
+                }
+            }
+            Err(e) => t.row(&[
+                tool.what().into(),
+                "–".into(),
+                format!("not measured: {e}"),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+            ]),
+        }
+    }
+    s.push_str(t.render());
+    if let Some(names) = by_name {
+        let mut t = Table::new(&["system call", "per refresh"]);
+        for (name, per) in names.iter().filter(|(_, per)| *per >= 0.05) {
+            t.row(&[format!("`{name}`"), num(*per, 2)]);
+        }
+        s.push_str("\nSystem calls per refresh by name (≥ 0.05):\n\n");
+        s.push_str(t.render());
     }
     s
 }

@@ -3,7 +3,8 @@
 //! .access_token > token.txt` in a loop (`bench/baseline/curl_jq.sh`, measured with
 //! getrusage of all its descendants) and the seed docs' Python `PontotelAuth` class in a
 //! long-lived process (`bench/baseline/pontotel_auth.py`, `requests` from PyPI in
-//! `.tools/bench-venv`, measured from `/proc` like tokend).
+//! `.tools/bench-venv`, measured from `/proc` like tokend), writing its token file plainly
+//! or atomically with fsync ([`PyWrite`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -72,14 +73,34 @@ pub fn curl_jq(pontotel_base_url: &str, out: &Path, n: u64) -> Baseline {
     }
 }
 
+/// How the Python loop writes its token file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PyWrite {
+    /// `open(path, "w").write(token)`: what the seed docs' user would write; no fsync.
+    Plain,
+    /// Temporary file, fsync, rename, fsync of the directory: tokend's own durability.
+    Atomic,
+}
+
+impl PyWrite {
+    /// The mode argument of `pontotel_auth.py`.
+    fn arg(self) -> &'static str {
+        match self {
+            PyWrite::Plain => "plain",
+            PyWrite::Atomic => "atomic",
+        }
+    }
+}
+
 /// `n` refreshes with the Python class in one long-lived process.
-pub fn python(pontotel_base_url: &str, out: &Path, n: u64) -> Baseline {
+pub fn python(pontotel_base_url: &str, out: &Path, n: u64, mode: PyWrite) -> Baseline {
     let python = manifest_dir().join(".tools/bench-venv/bin/python");
     let mut child = Command::new(python)
         .arg(manifest_dir().join("bench/baseline/pontotel_auth.py"))
         .arg(pontotel_base_url)
         .arg(out)
         .arg(n.to_string())
+        .arg(mode.arg())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -67,18 +67,8 @@ pub fn describe(scratch: &std::path::Path) -> String {
         .unwrap_or_default()
         .trim()
         .to_string();
-    // The mount holding the scratch directory: the longest mount point that prefixes it.
-    let scratch = std::fs::canonicalize(scratch).unwrap_or_else(|_| scratch.to_path_buf());
-    let fs = std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 4 && scratch.starts_with(f[1]))
-                .then(|| (f[1].len(), format!("{} ({})", f[2], f[3])))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or_else(|| "?".to_string(), |(_, fs)| fs);
+    let fs = super::tmpfs::mount_of(scratch)
+        .map_or_else(|| "?".to_string(), |(_, t, o)| format!("{t} ({o})"));
     format!(
         "| nproc | memory | kernel | CPU model | scratch filesystem |\n|---|---|---|---|---|\n| {nproc} | {:.1} GiB | {kernel} | {cpu} | {fs} |\n",
         mem_kb as f64 / 1024.0 / 1024.0

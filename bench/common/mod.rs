@@ -6,18 +6,21 @@
 //!
 //! Layout: `machine` (what the machine is, how busy), `process` (the tokend child and what
 //! `/proc` says of it), `notify` (a test `NOTIFY_SOCKET`), `tap` (the recording proxy),
-//! `fleet_config` (configs of N accounts), `baseline` (curl|jq and the Python loop),
-//! `report` (percentiles and tables).
+//! `fleet_config` (configs of N accounts), `baseline` (curl|jq and the Python loops),
+//! `report` (percentiles and tables), `tmpfs` (token files on tmpfs), `counted` (instruction
+//! and system-call counts per refresh under valgrind and strace).
 
 #![allow(dead_code)]
 
 pub mod baseline;
+pub mod counted;
 pub mod fleet_config;
 pub mod machine;
 pub mod notify;
 pub mod process;
 pub mod report;
 pub mod tap;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

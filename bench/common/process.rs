@@ -170,17 +170,28 @@ pub fn tokend_binary() -> PathBuf {
 
 impl Tokend {
     /// Spawns the daemon; `notify_socket` becomes `NOTIFY_SOCKET`. The log is appended to.
+    /// `$TOKEND_BENCH_WRAPPER` (e.g. `valgrind --tool=callgrind`) runs tokend under a
+    /// tool, in the same process, so /proc figures still apply (slowed down).
     pub fn spawn(config: &Path, log: &Path, notify_socket: Option<&Path>) -> Tokend {
+        let wrapper: Vec<String> = std::env::var("TOKEND_BENCH_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        Tokend::spawn_wrapped(config, log, notify_socket, &wrapper)
+    }
+
+    /// [`Tokend::spawn`] under `wrapper` (a tool and its arguments, e.g. `valgrind
+    /// --tool=callgrind …`; empty: none), whatever `$TOKEND_BENCH_WRAPPER` says.
+    pub fn spawn_wrapped(
+        config: &Path,
+        log: &Path,
+        notify_socket: Option<&Path>,
+        wrapper: &[String],
+    ) -> Tokend {
         let stderr = File::options()
             .create(true)
             .append(true)
             .open(log)
             .expect("open tokend log");
-        // `$TOKEND_BENCH_WRAPPER` (e.g. `valgrind --tool=callgrind`) runs tokend under a
-        // tool, in the same process, so /proc figures still apply (slowed down).
-        let wrapper: Vec<String> = std::env::var("TOKEND_BENCH_WRAPPER")
-            .map(|w| w.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
         let mut cmd = match wrapper.split_first() {
             Some((tool, args)) => {
                 let mut c = Command::new(tool);
@@ -246,6 +257,21 @@ impl Tokend {
             let _ = child.wait();
         }
         started.elapsed()
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself; whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            match self.child.as_mut().map(Child::try_wait) {
+                None | Some(Ok(Some(_))) | Some(Err(_)) => {
+                    self.child = None;
+                    return true;
+                }
+                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        false
     }
 
     /// SIGKILL and reap.
