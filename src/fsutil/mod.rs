@@ -363,6 +363,19 @@ impl SafeDir {
         self.sync.fsyncs()
     }
 
+    /// Whether the directory is still what it was judged to be when opened: linked (not
+    /// removed) and with the same owner, group and mode. One `fstat`, so a long-lived
+    /// handle (the file sink's) can be kept instead of walking the path from `/` again,
+    /// and is dropped for a fresh [`open_dir`] (which judges again) when this is false.
+    pub fn unchanged(&self) -> bool {
+        fstat(&self.fd).is_ok_and(|st| {
+            st.st_nlink > 0
+                && st.st_uid == self.uid
+                && st.st_gid == self.gid
+                && (st.st_mode & 0o7777) == self.mode
+        })
+    }
+
     /// The descriptor, for calls this type does not wrap.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -14,7 +14,8 @@ use serde::Deserialize;
 use super::{SinkContext, SinkError, TokenDocument, WriteOutcome};
 use crate::config::error::Validator;
 use crate::fsutil::{
-    DirOptions, FileAttrs, NewDirs, file_name, open_dir, parent_dir, sweep_stale_temps_once,
+    DirOptions, FileAttrs, NewDirs, SafeDir, file_name, open_dir, parent_dir,
+    sweep_stale_temps_once,
 };
 
 /// `[[account.sink]] type = "file"` as written.
@@ -67,7 +68,14 @@ pub struct FileSink {
     path: PathBuf,
     format: Format,
     attrs: FileAttrs,
+    /// The file's directory, opened once without following symlinks and kept while it
+    /// stays as judged ([`SafeDir::unchanged`]): walking the path from `/` for every write
+    /// cost about 35 system calls per refresh (issue 16).
+    dir: DirSlot,
 }
+
+/// Where a file sink keeps its opened directory (shared with the blocking write).
+type DirSlot = std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<SafeDir>>>>;
 
 impl FileSinkConfig {
     /// Validates and builds (no I/O besides user and group look-ups).
@@ -153,6 +161,7 @@ impl FileSinkConfig {
                 gid,
                 keep_owner: true,
             },
+            dir: DirSlot::default(),
         })
     }
 }
@@ -173,16 +182,44 @@ fn dir_options(attrs: FileAttrs) -> DirOptions {
     }
 }
 
-/// Writes `content` to `path`: its directory opened once without following symlinks
-/// (issue 12, finding 5), the file replaced atomically relative to it.
-fn write_file(path: &std::path::Path, content: &[u8], attrs: FileAttrs) -> std::io::Result<()> {
+/// Writes `content` to `path`: its directory opened without following symlinks (issue 12,
+/// finding 5) and kept in `slot` while it is unchanged, the file replaced atomically
+/// relative to it.
+fn write_file(
+    slot: &DirSlot,
+    path: &std::path::Path,
+    content: &[u8],
+    attrs: FileAttrs,
+) -> std::io::Result<()> {
     let name = file_name(path)?;
-    let dir = open_dir(parent_dir(path), dir_options(attrs)).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
-    })?;
-    // Crash leftovers next to the file (once per directory per process).
-    sweep_stale_temps_once(&dir, STALE_TEMP_AGE);
-    dir.write_atomic(name, content, attrs)
+    let kept = slot
+        .lock()
+        .expect("the sink's directory slot is never poisoned")
+        .clone()
+        .filter(|d| d.unchanged());
+    let dir = match kept {
+        Some(dir) => dir,
+        None => {
+            let dir = open_dir(parent_dir(path), dir_options(attrs)).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            })?;
+            // Crash leftovers next to the file (once per directory per process).
+            sweep_stale_temps_once(&dir, STALE_TEMP_AGE);
+            let dir = std::sync::Arc::new(dir);
+            *slot
+                .lock()
+                .expect("the sink's directory slot is never poisoned") = Some(dir.clone());
+            dir
+        }
+    };
+    let written = dir.write_atomic(name, content, attrs);
+    if written.is_err() {
+        // Open it afresh next time: whatever failed may have been the directory.
+        slot.lock()
+            .expect("the sink's directory slot is never poisoned")
+            .take();
+    }
+    written
 }
 
 /// Reports an error result against `field`, keeping the value of an `Ok`.
@@ -333,7 +370,8 @@ impl FileSink {
         let content = self.render(doc, SystemTime::now())?;
         let path = self.path.clone();
         let attrs = self.attrs;
-        tokio::task::spawn_blocking(move || write_file(&path, content.as_bytes(), attrs))
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_file(&dir, &path, content.as_bytes(), attrs))
             .await
             .map_err(|e| SinkError::Transient(format!("file write task failed: {e}")))?
             .map_err(|e| match e.kind() {
@@ -394,6 +432,48 @@ mod tests {
         }
     }
 
+    /// Issue 16: the directory is kept between writes, but never past a change that would
+    /// fail its judgement or a removal: a recreated directory gets the token, one made
+    /// writable by others is refused again, and a symlink put in its place later redirects
+    /// nothing (the kept directory is written, as it would be by a fresh no-follow open).
+    #[test]
+    fn the_kept_directory_is_dropped_when_it_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("tokend-keptdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.join("t");
+        let slot = DirSlot::default();
+        let write = |text: &str| write_file(&slot, &file, text.as_bytes(), FileAttrs::PRIVATE);
+        write("one").unwrap();
+        assert!(slot.lock().unwrap().is_some(), "kept after a write");
+        write("two").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "two");
+        // Removed and recreated: the kept handle is stale, the new directory is written.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write("three").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "three");
+        // Made writable by others: judged again, and refused.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(write("four").is_err(), "an other-writable directory is refused");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "three");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write("five").unwrap();
+        // Renamed away and a symlink put in its place: writes stay in the real directory.
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(&dir, root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        let _ = write("six");
+        assert!(!elsewhere.join("t").exists(), "the symlink redirected a write");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn sink_paths_must_name_files() {
         use std::path::Path;
@@ -429,6 +509,7 @@ mod tests {
             path: "x".into(),
             format,
             attrs: FileAttrs::PRIVATE,
+            dir: DirSlot::default(),
         };
         let now = SystemTime::UNIX_EPOCH;
         assert_eq!(sink(Format::Raw).render(&doc, now).unwrap(), "T\n");
