@@ -20,7 +20,8 @@
 //! Options: `--accounts 1,100,1000,10000`, `--window SECS` (load, default 30),
 //! `--idle SECS` (default 30), `--ms-per-account MS` (L(N) = max(3 s, N × MS), default 4),
 //! `--baseline-refreshes N` (default 300), `--quiet-wait-min M` (before each N, wait up to M
-//! minutes, default 40, for a 1-minute load below 0.5), `--no-wait` (don't wait).
+//! minutes, default 40, for a 1-minute load below 0.5), `--no-wait` (don't wait),
+//! `--only-rss` (only the memory figures, `common::memory`).
 
 mod common;
 
@@ -91,6 +92,9 @@ fn main() {
     let wait = !std::env::args().any(|a| a == "--no-wait");
     let wait_max = Duration::from_secs(60 * parse_or("--quiet-wait-min", 40));
     let root = common::scratch_dir("fleet");
+    if std::env::args().any(|a| a == "--only-rss") {
+        return common::memory::run(&root, &accounts);
+    }
     let mut out = String::new();
     out.push_str("## Machine\n\n");
     out.push_str(&machine::describe(&root));

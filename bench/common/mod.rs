@@ -6,7 +6,7 @@
 //!
 //! Layout: `machine` (what the machine is, how busy), `process` (the tokend child and what
 //! `/proc` says of it), `notify` (a test `NOTIFY_SOCKET`), `tap` (the recording proxy),
-//! `fleet_config` (configs of N accounts), `baseline` (curl|jq and the Python loop),
+//! `fleet_config` (configs of N accounts), `memory` (RSS alone, `--only-rss`), `baseline` (curl|jq and the Python loop),
 //! `report` (percentiles and tables).
 
 #![allow(dead_code)]
@@ -14,6 +14,7 @@
 pub mod baseline;
 pub mod fleet_config;
 pub mod machine;
+pub mod memory;
 pub mod notify;
 pub mod process;
 pub mod report;
