@@ -187,6 +187,10 @@ impl AccountTask {
                             match r.result {
                                 Ok(_) => {
                                     pending.remove(&r.index);
+                                    if pending.is_empty() {
+                                        // An emptied BTreeMap keeps its node (~370 bytes).
+                                        pending = BTreeMap::new();
+                                    }
                                 }
                                 Err(e) => {
                                     let attempt = pending.get(&r.index).map_or(0, |p| p.attempt);
