@@ -59,7 +59,11 @@ impl AccountTask {
     pub async fn run(mut self) {
         let name = self.account.name.clone();
         let mut state = super::load_state(&self.account, &self.svc.store);
-        let mut cron = self.account.schedule.as_ref().map(|s| s.cron.clone());
+        let mut cron = self
+            .account
+            .schedule
+            .as_ref()
+            .map(|s| Box::new(s.cron.clone()));
         let mut next_cron = cron
             .as_ref()
             .and_then(|c| schedule::next_cron(c, SystemTime::now()));
@@ -116,7 +120,7 @@ impl AccountTask {
                         replanned |= plan(&mut state, &d);
                     }
                     if old.schedule != self.account.schedule {
-                        cron = self.account.schedule.as_ref().map(|s| s.cron.clone());
+                        cron = self.account.schedule.as_ref().map(|s| Box::new(s.cron.clone()));
                         next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, SystemTime::now()));
                     }
                     if old.sinks != self.account.sinks {
