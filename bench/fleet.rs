@@ -27,6 +27,7 @@
 //! fleet, default 20; 0 skips them), `--quiet-wait-min M` (at most M minutes in all, default
 //! 10, spent waiting for a 1-minute load below 0.5 before each measurement), `--no-wait`
 //! (don't wait).
+//! `--only-rss` (only the memory figures, `common::memory`).
 
 mod common;
 
@@ -143,6 +144,9 @@ fn main() {
         initial: budget,
     };
     let root = common::scratch_dir("fleet");
+    if std::env::args().any(|a| a == "--only-rss") {
+        return common::memory::run(&root, &accounts);
+    }
     let max_n = accounts.iter().copied().max().unwrap_or(1) as u64;
     // A token file and its temporary sibling take a 4 KiB page each; the reload phase
     // adds one file. Generous, as tmpfs only uses what is written.

@@ -6,9 +6,10 @@
 //!
 //! Layout: `machine` (what the machine is, how busy), `process` (the tokend child and what
 //! `/proc` says of it), `notify` (a test `NOTIFY_SOCKET`), `tap` (the recording proxy),
-//! `fleet_config` (configs of N accounts), `baseline` (curl|jq and the Python loops),
-//! `report` (percentiles and tables), `tmpfs` (token files on tmpfs), `counted` (instruction
-//! and system-call counts per refresh under valgrind and strace).
+//! `fleet_config` (configs of N accounts), `memory` (RSS alone, `--only-rss`), `baseline`
+//! (curl|jq and the Python loops), `report` (percentiles and tables), `tmpfs` (token files
+//! on tmpfs), `counted` (instruction and system-call counts per refresh under valgrind and
+//! strace).
 
 #![allow(dead_code)]
 
@@ -16,6 +17,7 @@ pub mod baseline;
 pub mod counted;
 pub mod fleet_config;
 pub mod machine;
+pub mod memory;
 pub mod notify;
 pub mod process;
 pub mod report;

@@ -64,7 +64,11 @@ impl AccountTask {
     pub async fn run(mut self) {
         let name = self.account.name.clone();
         let mut state = super::load_state(&self.account, &self.svc.store);
-        let mut cron = self.account.schedule.as_ref().map(|s| s.cron.clone());
+        let mut cron = self
+            .account
+            .schedule
+            .as_ref()
+            .map(|s| Box::new(s.cron.clone()));
         let mut next_cron = cron
             .as_ref()
             .and_then(|c| schedule::next_cron(c, SystemTime::now()));
@@ -140,7 +144,7 @@ impl AccountTask {
                         replanned |= plan(&mut state, &d);
                     }
                     if old.schedule != self.account.schedule {
-                        cron = self.account.schedule.as_ref().map(|s| s.cron.clone());
+                        cron = self.account.schedule.as_ref().map(|s| Box::new(s.cron.clone()));
                         next_cron = cron.as_ref().and_then(|c| schedule::next_cron(c, SystemTime::now()));
                     }
                     if old.sinks != self.account.sinks {
@@ -232,6 +236,10 @@ impl AccountTask {
                             match r.result {
                                 Ok(_) => {
                                     pending.remove(&r.index);
+                                    if pending.is_empty() {
+                                        // An emptied BTreeMap keeps its node (~370 bytes).
+                                        pending = BTreeMap::new();
+                                    }
                                 }
                                 Err(e) => {
                                     let attempt = pending.get(&r.index).map_or(0, |p| p.attempt);

@@ -71,7 +71,8 @@ pub enum Body {
     /// No body.
     Empty,
     /// JSON: string leaves are templates; the rendered tree is serialised (correct escaping).
-    Json(serde_json::Value),
+    /// Shared by every account with the same template ([`validate::shared_json`]).
+    Json(std::sync::Arc<serde_json::Value>),
     /// `application/x-www-form-urlencoded`: values are templates; empty renders are left out.
     Form(Vec<(String, String)>),
 }

@@ -5,7 +5,8 @@
 //! the credentials they need). Works on `crate::config::raw` types and reports through the
 //! config [`Validator`], so it needs neither the whole config nor the sinks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use crate::config::error::Validator;
 use crate::config::raw::{ExchangeConfig, ResponseConfig, Sources};
@@ -127,7 +128,7 @@ pub fn validate_exchange(
         (Some(json), None) => {
             let value = serde_json::to_value(json).unwrap_or(serde_json::Value::Null);
             ok &= check_json_templates(&mut v.key("json"), &value, known, user_body);
-            Body::Json(value)
+            Body::Json(shared_json(value))
         }
         (None, Some(form)) => {
             let mut fv = v.key("form");
@@ -263,4 +264,62 @@ pub fn oauth2(
         }
     }
     ok
+}
+
+/// The one copy of a JSON body template that equal bodies share. Every account of a preset
+/// sends the same template (`{"username": "{{ username }}", …}`), ~680 bytes as a `Value`:
+/// 6.8 MB at 10,000 accounts (docs/BENCHMARKS.md "Memory at 10,000 accounts"). Held
+/// weakly, so a body no loaded config uses any more goes with its last account; the map
+/// drops such entries whenever it has doubled since it last did (amortised O(1)).
+pub(crate) fn shared_json(value: serde_json::Value) -> Arc<serde_json::Value> {
+    struct Bodies {
+        by_text: HashMap<String, Weak<serde_json::Value>>,
+        pruned_at: usize,
+    }
+    static BODIES: LazyLock<Mutex<Bodies>> = LazyLock::new(|| {
+        Mutex::new(Bodies {
+            by_text: HashMap::new(),
+            pruned_at: 0,
+        })
+    });
+    let text = value.to_string();
+    // A panic elsewhere while holding the lock leaves at worst a stale entry.
+    let mut bodies = BODIES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = bodies.by_text.get(&text).and_then(Weak::upgrade) {
+        return shared;
+    }
+    if bodies.by_text.len() >= 2 * bodies.pruned_at.max(16) {
+        bodies.by_text.retain(|_, w| w.strong_count() > 0);
+        bodies.pruned_at = bodies.by_text.len();
+    }
+    let shared = Arc::new(value);
+    bodies.by_text.insert(text, Arc::downgrade(&shared));
+    shared
+}
+
+#[cfg(test)]
+mod shared_json_tests {
+    use super::shared_json;
+    use std::sync::Arc;
+
+    #[test]
+    fn equal_json_bodies_share_one_copy() {
+        // Proves the interning: equal templates are one allocation, others are not, and a
+        // body whose accounts are gone is built afresh.
+        let body = || serde_json::json!({"username": "{{ username }}", "tag": "shared-json-test"});
+        let a = shared_json(body());
+        let b = shared_json(body());
+        assert!(Arc::ptr_eq(&a, &b), "equal bodies must share one copy");
+        let other = shared_json(serde_json::json!({"username": "{{ other }}"}));
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(*a, body());
+        let weak = Arc::downgrade(&a);
+        drop((a, b));
+        assert_eq!(
+            weak.strong_count(),
+            0,
+            "the interner must not keep a body alive"
+        );
+        assert_eq!(*shared_json(body()), body());
+    }
 }

@@ -337,6 +337,9 @@ pub fn validate_account(
             None => failed = true,
         }
     }
+    // A pushed-to Vec holds four sinks of room (~1.5 KiB at one sink; 14.7 MB at 10,000
+    // accounts, docs/BENCHMARKS.md "Memory at 10,000 accounts"); the list never grows.
+    sinks.shrink_to_fit();
     let mut notify = Vec::new();
     for (i, n) in raw.notify.iter().enumerate() {
         match validate_notify(&mut v.item("notify", i), n) {

@@ -460,7 +460,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "three");
         // Made writable by others: judged again, and refused.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(write("four").is_err(), "an other-writable directory is refused");
+        assert!(
+            write("four").is_err(),
+            "an other-writable directory is refused"
+        );
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "three");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         write("five").unwrap();
@@ -470,7 +473,10 @@ mod tests {
         std::fs::rename(&dir, root.join("moved")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
         let _ = write("six");
-        assert!(!elsewhere.join("t").exists(), "the symlink redirected a write");
+        assert!(
+            !elsewhere.join("t").exists(),
+            "the symlink redirected a write"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 
