@@ -207,6 +207,12 @@ impl Tokend {
             .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")
             .env("NO_COLOR", "1")
+            // As systemd/tokend.service runs it (the deployed setting); a caller's own
+            // value wins, so `MALLOC_ARENA_MAX=` compares with glibc's default.
+            .env(
+                "MALLOC_ARENA_MAX",
+                std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
