@@ -638,7 +638,7 @@ fn render(
     let mut t = Table::new(&[
         "instances",
         "claim_ttl",
-        "recheck",
+        "recheck (effective)",
         "kills measured",
         "kill after commit",
         "takeover by login",
@@ -653,7 +653,8 @@ fn render(
     ]);
     for f in failovers {
         let ttl = f.claim_ttl_s as f64;
-        let recheck = (ttl / 4.0).clamp(0.25, 1.0);
+        // `coordination::decide::recheck`, but attempts stay at least 1 s apart (policy).
+        let recheck = (ttl / 4.0).clamp(0.25, 1.0).max(1.0);
         t.row(&[
             f.instances.to_string(),
             format!("{} s", f.claim_ttl_s),
