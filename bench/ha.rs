@@ -19,7 +19,8 @@
 //! Options: `--window SECS` (steady window, default 45), `--kills N` (per cluster with the
 //! first claim_ttl, default 10), `--kills-long N` (per cluster with the other claim_ttls,
 //! default 6: each takes about claim_ttl + one refresh interval), `--lifetime SECS` (access
-//! token lifetime, default 5), `--ttls 3,10` (claim_ttl values in seconds), `--instances
+//! token lifetime, default 5), `--ttls 3,10` (claim_ttl values in seconds,
+//! fractions allowed), `--instances
 //! 2,3`. Every wait is bounded; with the defaults the run takes about 10 minutes.
 
 mod common;
@@ -45,7 +46,18 @@ fn main() {
     let kills = parse_or("--kills", 10) as usize;
     let kills_long = parse_or("--kills-long", 6) as usize;
     let lifetime = Duration::from_secs(parse_or("--lifetime", 5));
-    let ttls = list_or("--ttls", &[3, 10]);
+    // claim_ttl values, in ms (`--ttls` takes seconds, fractions allowed: `2.9,10`).
+    let ttls: Vec<u64> = common::arg("--ttls").map_or_else(
+        || vec![3000, 10_000],
+        |v| {
+            v.split(',')
+                .map(|s| {
+                    let secs: f64 = s.trim().parse().expect("a list of seconds");
+                    (secs * 1000.0).round() as u64
+                })
+                .collect()
+        },
+    );
     let sizes: Vec<usize> = list_or("--instances", &[2, 3])
         .into_iter()
         .map(|n| n as usize)
@@ -66,7 +78,7 @@ fn main() {
     // Steady windows: one instance alone (the baseline), then 1..3 sharing the account.
     let mut steady = Vec::new();
     let mut failovers = Vec::new();
-    let first_ttl = ttls.first().copied().unwrap_or(3);
+    let first_ttl = ttls.first().copied().unwrap_or(3000);
     let mut setups = vec![(1, false), (1, true)];
     setups.extend(sizes.iter().map(|&n| (n, true)));
     for (n, coordinated) in setups {
@@ -86,7 +98,7 @@ fn main() {
     // The other claim TTLs: failover only.
     for &ttl in ttls.iter().skip(1) {
         for &n in &sizes {
-            let name = format!("n{n}-ttl{ttl}");
+            let name = format!("n{n}-ttl{ttl}ms");
             let mut cluster = Cluster::start(&root.join(&name), &bao, n, true, ttl, lifetime);
             let f = cluster.failovers(kills_long);
             eprintln!("{f:?}");
@@ -187,7 +199,7 @@ struct Cluster<'a> {
 struct Steady {
     instances: usize,
     coordinated: bool,
-    claim_ttl_s: u64,
+    claim_ttl_ms: u64,
     wall_s: f64,
     generations: u64,
     logins: u64,
@@ -206,7 +218,7 @@ struct Steady {
 #[derive(Debug, Default, Clone)]
 struct Failovers {
     instances: usize,
-    claim_ttl_s: u64,
+    claim_ttl_ms: u64,
     /// Seconds from the kill to the next generation, per kill that counted.
     commit: Vec<f64>,
     /// Seconds from the kill until every survivor's sink held a newer token.
@@ -232,7 +244,7 @@ impl<'a> Cluster<'a> {
         bao: &'a OpenBao,
         n: usize,
         coordinated: bool,
-        ttl_s: u64,
+        ttl_ms: u64,
         lifetime: Duration,
     ) -> Cluster<'a> {
         std::fs::create_dir_all(dir).expect("create cluster dir");
@@ -252,7 +264,7 @@ impl<'a> Cluster<'a> {
                 let sink = dir.join(format!("token-{i}"));
                 let coordination = if coordinated {
                     format!(
-                        "[daemon.coordination]\nstore = \"vault\"\naddress = \"{}\"\nmount = \"secret\"\nprefix = \"{prefix}\"\nauth = {{ token = \"root\" }}\nclaim_ttl = \"{ttl_s}s\"\ninstance = \"{name}\"\n",
+                        "[daemon.coordination]\nstore = \"vault\"\naddress = \"{}\"\nmount = \"secret\"\nprefix = \"{prefix}\"\nauth = {{ token = \"root\" }}\nclaim_ttl = \"{ttl_ms}ms\"\ninstance = \"{name}\"\n",
                         bao.addr()
                     )
                 } else {
@@ -304,7 +316,7 @@ format = "raw"
             prefix,
             instances,
             coordinated,
-            claim_ttl: Duration::from_secs(ttl_s),
+            claim_ttl: Duration::from_millis(ttl_ms),
             lifetime,
         };
         for i in &mut cluster.instances {
@@ -440,7 +452,7 @@ format = "raw"
         Steady {
             instances: self.instances.len(),
             coordinated: self.coordinated,
-            claim_ttl_s: self.claim_ttl.as_secs(),
+            claim_ttl_ms: self.claim_ttl.as_millis() as u64,
             wall_s: (t1 - t0).as_secs_f64(),
             generations: g1 - g0,
             logins: s1.logins - s0.logins,
@@ -461,7 +473,7 @@ format = "raw"
         let started = Instant::now();
         let mut f = Failovers {
             instances: self.instances.len(),
-            claim_ttl_s: self.claim_ttl.as_secs(),
+            claim_ttl_ms: self.claim_ttl.as_millis() as u64,
             ..Failovers::default()
         };
         // A claim comes once per refresh interval (< lifetime); a few may be missed.
@@ -652,12 +664,12 @@ fn render(
         "load after",
     ]);
     for f in failovers {
-        let ttl = f.claim_ttl_s as f64;
+        let ttl = f.claim_ttl_ms as f64 / 1000.0;
         // `coordination::decide::recheck`, but attempts stay at least 1 s apart (policy).
         let recheck = (ttl / 4.0).clamp(0.25, 1.0).max(1.0);
         t.row(&[
             f.instances.to_string(),
-            format!("{} s", f.claim_ttl_s),
+            format!("{ttl} s"),
             format!("{recheck:.2} s"),
             f.commit.len().to_string(),
             f.too_late.to_string(),
@@ -693,7 +705,7 @@ fn render(
         t.row(&[
             s.instances.to_string(),
             if s.coordinated {
-                format!("OpenBao, claim_ttl {} s", s.claim_ttl_s)
+                format!("OpenBao, claim_ttl {} s", s.claim_ttl_ms as f64 / 1000.0)
             } else {
                 "none".into()
             },
