@@ -19,9 +19,9 @@
 //! Options: `--window SECS` (steady window, default 45), `--kills N` (per cluster with the
 //! first claim_ttl, default 10), `--kills-long N` (per cluster with the other claim_ttls,
 //! default 6: each takes about claim_ttl + one refresh interval), `--lifetime SECS` (access
-//! token lifetime, default 5), `--ttls 3,10` (claim_ttl values in seconds,
-//! fractions allowed), `--instances
-//! 2,3`. Every wait is bounded; with the defaults the run takes about 10 minutes.
+//! token lifetime, default 5), `--ttls 3,10` (claim_ttl values in seconds, fractions
+//! allowed, at least 3), `--instances 2,3`. Every wait is bounded; with the defaults the
+//! run takes about 10 minutes.
 
 mod common;
 #[path = "common/openbao.rs"]
