@@ -412,14 +412,43 @@ pub fn run_state(data: &[u8]) {
         after_load(&state, now, &Timing::default());
     }
     let _ = why;
+    run_record(json, now);
+}
+
+/// The same JSON as a coordination record, another value from outside (docs/HA.md): parsed
+/// and bounded by `Record::parse`, then what an instance decides about it.
+fn run_record(json: &[u8], now: SystemTime) {
+    use crate::coordination::{Record, decide};
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(json)
+    else {
+        return;
+    };
+    let Ok(record) = Record::parse(&map) else {
+        return;
+    };
+    let _ = decide::adopt(&record, true, 0, false, now);
+    if let Some(t) = &record.tokens {
+        let _ = decide::adopted_times(t.obtained_at_ms, t.expires_at_ms, crate::bounds::to_ms(now));
+    }
+    let _ = decide::claim_state(
+        record.claim.as_ref(),
+        "nonce",
+        Some(Duration::MAX),
+        Duration::from_secs(60),
+    );
+    let _ = record.to_value();
 }
 
 fn write_state(store: &StateStore, json: &[u8], sinks: Option<&[u8]>) {
     std::fs::write(store.path("fuzz"), json).expect("the scratch file is writable");
+    // The bytes after the NUL are both status overlays: sinks, and coordination (`.shared`).
     let sinks_path: &Path = &store.sinks_path("fuzz");
-    match sinks {
-        Some(bytes) => std::fs::write(sinks_path, bytes).expect("the scratch file is writable"),
-        // Absent already is the usual case.
-        None => drop(std::fs::remove_file(sinks_path)),
+    let shared_path = sinks_path.with_extension("shared");
+    for path in [sinks_path, shared_path.as_path()] {
+        match sinks {
+            Some(bytes) => std::fs::write(path, bytes).expect("the scratch file is writable"),
+            // Absent already is the usual case.
+            None => drop(std::fs::remove_file(path)),
+        }
     }
 }
